@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# Installs the Debian packages vbackup builds and tests against, only when one
+# is missing, so a second run costs nothing. Needs root (or sudo) to install.
+set -euo pipefail
+
+packages=(
+  pkg-config libvirt-dev                                # cgo bindings
+  libvirt-daemon libvirt-daemon-driver-qemu             # libvirtd, virtlogd
+  qemu-system-x86 qemu-utils                            # QEMU, qemu-img, qemu-nbd
+  libvirt-clients libxml2-utils                         # virsh, virt-xml-validate, RNG schemas
+  libnbd-bin nbdkit                                     # nbdinfo, nbdcopy; a reference NBD server
+  util-linux                                            # runuser, setsid, script
+)
+
+missing=()
+for p in "${packages[@]}"; do
+  if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed'; then
+    missing+=("$p")
+  fi
+done
+[ ${#missing[@]} -eq 0 ] && exit 0
+
+echo "install-deps: installing ${missing[*]}" >&2
+sudo=""
+if [ "$(id -u)" -ne 0 ]; then
+  command -v sudo >/dev/null || { echo "install-deps: missing ${missing[*]}; run as root or install them" >&2; exit 1; }
+  sudo=sudo
+fi
+export DEBIAN_FRONTEND=noninteractive
+$sudo apt-get update -qq
+$sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
