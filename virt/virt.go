@@ -1,0 +1,128 @@
+// Package virt holds the project's own terms for what it asks of libvirt:
+// domains, their disks and checkpoints, and the errors a user can act on.
+// It is pure Go; the one package that talks to libvirt (virt/libvirtconn)
+// implements Conn, and everything else depends only on this package.
+package virt
+
+import (
+	"context"
+	"errors"
+	"time"
+)
+
+// Errors a caller can branch on. libvirtconn wraps libvirt's error codes into
+// these (errors.Is works), keeping libvirt's own sentence as the message.
+var (
+	ErrNoDomain               = errors.New("no such domain")
+	ErrNoCheckpoint           = errors.New("no such checkpoint")
+	ErrUnsupported            = errors.New("not supported by this libvirt driver")
+	ErrInvalidArg             = errors.New("invalid argument")
+	ErrOperationInvalid       = errors.New("operation not valid in the domain's current state")
+	ErrCheckpointExists       = errors.New("checkpoint already exists")
+	ErrCheckpointInconsistent = errors.New("checkpoint is inconsistent")
+	ErrXML                    = errors.New("invalid XML")
+	ErrConnect                = errors.New("cannot connect to libvirt")
+)
+
+// Error is a failed libvirt call: Msg is libvirt's own sentence (never the
+// binding's "virError(Code=…)" text) and Kind the sentinel it maps to, if any.
+type Error struct {
+	Op   string // the libvirt call, e.g. "virDomainCheckpointCreateXML"
+	Kind error
+	Msg  string
+}
+
+func (e *Error) Error() string { return e.Msg }
+func (e *Error) Unwrap() error { return e.Kind }
+
+// Disk is one disk of a domain, as far as backups and checkpoints care.
+type Disk struct {
+	Target   string // "vda": the name libvirt, virsh and the backup XML use
+	Device   string // "disk", "cdrom", "floppy", "lun"
+	Type     string // source type: "file", "block", "network", "volume"
+	Source   string // file or device path; "" when the drive is empty
+	Format   string // driver type: "qcow2", "raw", … ; "" when the XML does not say
+	ReadOnly bool
+}
+
+// Empty reports a drive with no medium (an ejected CD-ROM, say).
+func (d Disk) Empty() bool { return d.Source == "" }
+
+// CanCarryBitmap reports whether the disk can take part in a checkpoint:
+// libvirt keeps checkpoints as qcow2 persistent bitmaps, so a disk in another
+// known format cannot; an unknown format is left for libvirt to judge.
+func (d Disk) CanCarryBitmap() bool {
+	return !d.Empty() && !d.ReadOnly && (d.Format == "" || d.Format == "qcow2")
+}
+
+// CheckpointDisk is one disk's part in a checkpoint.
+type CheckpointDisk struct {
+	Name       string // disk target
+	Checkpoint string // "bitmap" or "no"
+	Bitmap     string // bitmap name, for "bitmap"
+	Size       uint64 // bytes changed since the checkpoint; set only when asked for
+	SizeKnown  bool
+}
+
+// Checkpoint is one checkpoint of a domain.
+type Checkpoint struct {
+	Name        string
+	Parent      string // "" for a root
+	Description string
+	Created     time.Time
+	Disks       []CheckpointDisk
+}
+
+// CreateFlags qualify CreateCheckpoint.
+type CreateFlags struct {
+	Redefine         bool // restore metadata of a checkpoint made elsewhere
+	RedefineValidate bool // with Redefine: check the disks still hold the bitmaps
+	Quiesce          bool // freeze guest filesystems through the guest agent
+}
+
+// XMLFlags qualify CheckpointXML.
+type XMLFlags struct {
+	NoDomain     bool // leave out the <domain> copy
+	Size         bool // add each bitmap's current size (running domain only)
+	SecurityInfo bool // include secrets of the domain XML
+}
+
+// DeleteFlags qualify DeleteCheckpoint.
+type DeleteFlags struct {
+	Children     bool // the checkpoint and all its descendants
+	ChildrenOnly bool // only its descendants
+	MetadataOnly bool // forget libvirt's record, leave the bitmaps on disk
+}
+
+// DomainState is what a user needs to know about whether a domain runs.
+type DomainState struct {
+	Active bool
+	State  string // "running", "paused", "shut off", …
+}
+
+// Conn is an open connection to a libvirt daemon (or driver).
+type Conn interface {
+	// URI is the connection's canonical URI.
+	URI() string
+	// Domain looks a domain up by name, UUID or ID, as virsh does.
+	Domain(ctx context.Context, name string) (Domain, error)
+	// Domains lists the names of the connection's domains, running ones
+	// only when active is true, sorted.
+	Domains(ctx context.Context, active bool) ([]string, error)
+	Close() error
+}
+
+// Domain is one domain of a connection.
+type Domain interface {
+	Name() string
+	State(ctx context.Context) (DomainState, error)
+	// Disks lists the domain's disks, from its live XML.
+	Disks(ctx context.Context) ([]Disk, error)
+
+	CreateCheckpoint(ctx context.Context, xml string, flags CreateFlags) (name string, err error)
+	// Checkpoints lists every checkpoint of the domain with its parent.
+	Checkpoints(ctx context.Context) ([]Checkpoint, error)
+	Checkpoint(ctx context.Context, name string) (Checkpoint, error)
+	CheckpointXML(ctx context.Context, name string, flags XMLFlags) (string, error)
+	DeleteCheckpoint(ctx context.Context, name string, flags DeleteFlags) error
+}
