@@ -1,0 +1,63 @@
+package xmlgen
+
+import (
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+// validator finds virt-xml-validate (a shell script around xmllint). Without
+// it the schema checks skip, except in CI, where a skip would hide that they
+// never ran.
+func validator(t *testing.T) string {
+	t.Helper()
+	path, err := exec.LookPath("virt-xml-validate")
+	if err == nil {
+		_, err = exec.LookPath("xmllint")
+	}
+	if err != nil {
+		if os.Getenv("CI") == "true" {
+			t.Fatalf("schema check cannot run: %v", err)
+		}
+		t.Skipf("schema check skipped: %v (virt-xml-validate comes with libvirt's client tools, xmllint with libxml2; CI=true makes this a failure)", err)
+	}
+	return path
+}
+
+// validate checks doc against libvirt's RelaxNG schema (e.g.
+// "domaincheckpoint"), returning the validator's complaint if it fails.
+func validate(t *testing.T, doc, schema string) error {
+	t.Helper()
+	tool := validator(t)
+	file := filepath.Join(t.TempDir(), schema+".xml")
+	if err := os.WriteFile(file, []byte(doc), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	out, err := exec.Command(tool, file, schema).CombinedOutput()
+	if err != nil {
+		return fmt.Errorf("%v: %s", err, strings.TrimSpace(string(out)))
+	}
+	return nil
+}
+
+// The schema check must be able to fail, or the golden tests prove nothing:
+// checkpoint='no' with a bitmap is what CheckpointXML refuses and the schema
+// forbids, so marshal it around CheckpointXML.
+func TestSchemaCheckRejectsInvalidDocument(t *testing.T) {
+	cp := Checkpoint(CheckpointSpec{Disks: []DiskSpec{{Name: "vda", Checkpoint: "no", Bitmap: "b1"}}})
+	doc, err := cp.Marshal()
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = validate(t, doc, "domaincheckpoint")
+	if err == nil {
+		t.Fatalf("virt-xml-validate accepted an invalid document:\n%s", doc)
+	}
+	// Tell an invalid document from a validator that could not run at all.
+	if !strings.Contains(err.Error(), "fails to validate") {
+		t.Fatalf("virt-xml-validate failed for another reason than the document: %v", err)
+	}
+}
