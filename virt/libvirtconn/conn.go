@@ -1,0 +1,171 @@
+// Package libvirtconn is the only package of vbackup that imports libvirt's
+// Go binding. It implements virt.Conn and virt.Domain, translating libvirt's
+// error codes into virt's errors so that nothing above it sees a virError.
+package libvirtconn
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"sort"
+	"strings"
+	"sync"
+	"time"
+
+	"libvirt.org/go/libvirt"
+
+	"vbackup/virt"
+)
+
+// Options qualify Open.
+type Options struct {
+	// Debug, when set, receives one line per libvirt call: its name, its
+	// argument, how long it took and how it ended.
+	Debug io.Writer
+}
+
+// Conn is an open libvirt connection.
+type Conn struct {
+	lv    *libvirt.Connect
+	uri   string
+	debug io.Writer
+
+	mu      sync.Mutex
+	domains []*libvirt.Domain // handed out; freed on Close
+}
+
+var _ virt.Conn = (*Conn)(nil)
+
+// Open connects to uri; "" means libvirt's own choice ($LIBVIRT_DEFAULT_URI,
+// then its default). It never prompts for credentials.
+func Open(ctx context.Context, uri string, opts Options) (*Conn, error) {
+	c := &Conn{debug: opts.Debug}
+	err := c.call("virConnectOpen", uri, func() (err error) {
+		c.lv, err = libvirt.NewConnect(uri)
+		return err
+	})
+	if err != nil {
+		shown := uri
+		if shown == "" {
+			shown = "libvirt's default URI"
+		}
+		return nil, fmt.Errorf("cannot connect to %s: %w", shown, withKind(err, virt.ErrConnect))
+	}
+	c.uri = uri
+	_ = c.call("virConnectGetURI", "", func() (err error) {
+		c.uri, err = c.lv.GetURI()
+		return err
+	})
+	return c, nil
+}
+
+// URI is the connection's canonical URI.
+func (c *Conn) URI() string { return c.uri }
+
+// Close frees every domain handed out and closes the connection.
+func (c *Conn) Close() error {
+	c.mu.Lock()
+	doms := c.domains
+	c.domains = nil
+	c.mu.Unlock()
+	for _, d := range doms {
+		_ = d.Free()
+	}
+	return c.call("virConnectClose", "", func() error {
+		_, err := c.lv.Close()
+		return err
+	})
+}
+
+// Domain looks a domain up by name, then by UUID, then by numeric ID, as
+// virsh does.
+func (c *Conn) Domain(ctx context.Context, name string) (virt.Domain, error) {
+	var d *libvirt.Domain
+	err := c.call("virDomainLookupByName", name, func() (err error) {
+		d, err = c.lv.LookupDomainByName(name)
+		return err
+	})
+	if errors.Is(err, virt.ErrNoDomain) && looksLikeUUID(name) {
+		err = c.call("virDomainLookupByUUIDString", name, func() (err error) {
+			d, err = c.lv.LookupDomainByUUIDString(name)
+			return err
+		})
+	}
+	if id, ok := parseID(name); ok && errors.Is(err, virt.ErrNoDomain) {
+		err = c.call("virDomainLookupByID", name, func() (err error) {
+			d, err = c.lv.LookupDomainById(id)
+			return err
+		})
+	}
+	if err != nil {
+		return nil, err
+	}
+	c.mu.Lock()
+	c.domains = append(c.domains, d)
+	c.mu.Unlock()
+	dom := &Domain{c: c, lv: d, name: name}
+	_ = c.call("virDomainGetName", name, func() (err error) {
+		dom.name, err = d.GetName()
+		return err
+	})
+	return dom, nil
+}
+
+// Domains lists domain names, sorted.
+func (c *Conn) Domains(ctx context.Context, active bool) ([]string, error) {
+	flags := libvirt.CONNECT_LIST_DOMAINS_ACTIVE
+	if !active {
+		flags |= libvirt.CONNECT_LIST_DOMAINS_INACTIVE
+	}
+	var doms []libvirt.Domain
+	err := c.call("virConnectListAllDomains", "", func() (err error) {
+		doms, err = c.lv.ListAllDomains(flags)
+		return err
+	})
+	if err != nil {
+		return nil, err
+	}
+	names := make([]string, 0, len(doms))
+	for i := range doms {
+		if n, err := doms[i].GetName(); err == nil {
+			names = append(names, n)
+		}
+		_ = doms[i].Free()
+	}
+	sort.Strings(names)
+	return names, nil
+}
+
+// call runs one libvirt call, logs it when debugging, and translates its
+// error.
+func (c *Conn) call(op, arg string, fn func() error) error {
+	start := time.Now()
+	err := fn()
+	if c.debug != nil {
+		outcome := "ok"
+		if err != nil {
+			outcome = "error: " + message(err)
+		}
+		fmt.Fprintf(c.debug, "libvirt: %s(%q) %s %s\n", op, arg, time.Since(start).Round(time.Microsecond), outcome)
+	}
+	return translate(op, err)
+}
+
+func looksLikeUUID(s string) bool {
+	return len(strings.ReplaceAll(s, "-", "")) == 32
+}
+
+func parseID(s string) (uint32, bool) {
+	var id uint32
+	if s == "" || len(s) > 9 {
+		return 0, false
+	}
+	for _, r := range s {
+		if r < '0' || r > '9' {
+			return 0, false
+		}
+		id = id*10 + uint32(r-'0')
+	}
+	return id, true
+}
