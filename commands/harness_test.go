@@ -1,0 +1,127 @@
+package commands
+
+import (
+	"bytes"
+	"context"
+	"io"
+	"os"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/urfave/cli/v3"
+
+	"vbackup/internal/testbed"
+	"vbackup/virt"
+	"vbackup/virt/libvirtconn"
+	"vbackup/virt/virttest"
+)
+
+func TestMain(m *testing.M) { os.Exit(testbed.Main(m)) }
+
+// result is what a user sees of one invocation.
+type result struct {
+	code           int
+	stdout, stderr string
+}
+
+// fixedNow is the clock of every test invocation.
+var fixedNow = time.Date(2026, 11, 24, 12, 0, 0, 0, time.UTC)
+
+func testEnv(open OpenFunc, environ map[string]string) (*Env, *bytes.Buffer, *bytes.Buffer) {
+	var stdout, stderr bytes.Buffer
+	return &Env{
+		Stdin:  strings.NewReader(""),
+		Stdout: &stdout,
+		Stderr: &stderr,
+		Getenv: func(k string) string { return environ[k] },
+		Now:    func() time.Time { return fixedNow },
+		Open:   open,
+	}, &stdout, &stderr
+}
+
+// vb runs the whole command line, as main does.
+func vb(t *testing.T, open OpenFunc, args ...string) result {
+	t.Helper()
+	return vbEnv(t, open, nil, args...)
+}
+
+func vbEnv(t *testing.T, open OpenFunc, environ map[string]string, args ...string) result {
+	t.Helper()
+	env, stdout, stderr := testEnv(open, environ)
+	code := Main(context.Background(), append([]string{"vbackup"}, args...), env)
+	return result{code: code, stdout: stdout.String(), stderr: stderr.String()}
+}
+
+// parse runs only the flag layer of one command: it returns the options the
+// command would run with, or the exit code and stderr of a usage error.
+func parse[O any](t *testing.T, newCmd func(*Env, func(context.Context, *Env, O) error) *cli.Command, args ...string) (O, result) {
+	t.Helper()
+	var got O
+	env, stdout, stderr := testEnv(func(context.Context, string, io.Writer) (virt.Conn, error) {
+		t.Fatal("the flag layer opened a connection")
+		return nil, nil
+	}, nil)
+	ran := false
+	root := rootWith(env, newCmd(env, func(_ context.Context, _ *Env, o O) error {
+		got, ran = o, true
+		return nil
+	}))
+	code := report(env, root.Run(context.Background(), append([]string{"vbackup"}, args...)))
+	if code == ExitOK && !ran {
+		t.Fatalf("%v: exit 0 without running the command", args)
+	}
+	return got, result{code: code, stdout: stdout.String(), stderr: stderr.String()}
+}
+
+// testDriver opens one connection to a fresh test-driver node (domain vm1:
+// vda qcow2, vdb raw) and hands it to every invocation of the test, so that
+// checkpoints made by one are seen by the next, as with a daemon.
+func testDriver(t *testing.T) OpenFunc {
+	t.Helper()
+	conn, err := libvirtconn.Open(context.Background(), virttest.TestDriverURI(t), libvirtconn.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { conn.Close() })
+	return func(context.Context, string, io.Writer) (virt.Conn, error) { return keepOpen{conn}, nil }
+}
+
+// keepOpen is a connection whose Close is left to the test.
+type keepOpen struct{ virt.Conn }
+
+func (keepOpen) Close() error { return nil }
+
+// realDaemon opens the connection the test bed names, per invocation.
+func realDaemon(t *testing.T) (OpenFunc, *testbed.Bed) {
+	bed := testbed.Get(t)
+	return func(ctx context.Context, uri string, debug io.Writer) (virt.Conn, error) {
+		if uri == "" {
+			uri = bed.URI()
+		}
+		c, err := libvirtconn.Open(ctx, uri, libvirtconn.Options{Debug: debug})
+		if err != nil {
+			return nil, err
+		}
+		return c, nil
+	}, bed
+}
+
+func wantCode(t *testing.T, r result, code int) {
+	t.Helper()
+	if r.code != code {
+		t.Fatalf("exit %d, want %d\nstdout:\n%s\nstderr:\n%s", r.code, code, r.stdout, r.stderr)
+	}
+}
+
+func wantStderr(t *testing.T, r result, parts ...string) {
+	t.Helper()
+	for _, p := range parts {
+		if !strings.Contains(r.stderr, p) {
+			t.Errorf("stderr lacks %q:\n%s", p, r.stderr)
+		}
+	}
+	if strings.Contains(r.stderr, "virError") {
+		t.Errorf("stderr leaks a raw libvirt error:\n%s", r.stderr)
+	}
+}

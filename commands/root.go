@@ -1,0 +1,77 @@
+package commands
+
+import (
+	"context"
+	"strings"
+
+	"github.com/urfave/cli/v3"
+)
+
+func newRoot(env *Env) *cli.Command {
+	return rootWith(env,
+		newCheckpointCreateCommand(env, runCheckpointCreate),
+		newCheckpointCreateAsCommand(env, runCheckpointCreateAs),
+		newCheckpointListCommand(env, runCheckpointList),
+		newCheckpointDumpXMLCommand(env, runCheckpointDumpXML),
+		newCheckpointInfoCommand(env, runCheckpointInfo),
+		newCheckpointParentCommand(env, runCheckpointParent),
+		newCheckpointDeleteCommand(env, runCheckpointDelete),
+		newCheckpointEditCommand(env, runCheckpointEdit),
+	)
+}
+
+// rootWith builds the top command around subs; tests build it around one
+// command whose run function only records its options.
+func rootWith(env *Env, subs ...*cli.Command) *cli.Command {
+	for _, s := range subs {
+		s.OnUsageError = onUsageError
+		s.DisableSliceFlagSeparator = true // --diskspec vda,checkpoint=no is one value
+		if s.Description != "" {
+			s.Description = strings.TrimRight(s.Description, "\n") + "\n\n" + exitCodesHelp
+		} else {
+			s.Description = exitCodesHelp
+		}
+	}
+	root := &cli.Command{
+		Name:    "vbackup",
+		Usage:   "back up the disks of running libvirt/QEMU domains",
+		Version: version(),
+		Description: "vbackup speaks virsh's language (backup-begin, checkpoint-list, ...) and writes\n" +
+			"the <domainbackup> and <domaincheckpoint> XML from flags.\n\n" + exitCodesHelp,
+		Reader:    env.Stdin,
+		Writer:    env.Stdout,
+		ErrWriter: env.Stderr,
+		Flags: []cli.Flag{
+			&cli.StringFlag{
+				Name:    "connect",
+				Aliases: []string{"c"},
+				Usage:   "libvirt connection `URI` (default: $LIBVIRT_DEFAULT_URI, then libvirt's default)",
+			},
+			&cli.BoolFlag{
+				Name:  "debug",
+				Usage: "log each libvirt call and its duration to stderr",
+			},
+		},
+		Commands:                  subs,
+		EnableShellCompletion:     true,
+		DisableSliceFlagSeparator: true, // --diskspec vda,checkpoint=no is one value
+		OnUsageError:              onUsageError,
+		// Errors are printed once, by Main; the library must not exit.
+		ExitErrHandler: func(context.Context, *cli.Command, error) {},
+		Action: func(ctx context.Context, cmd *cli.Command) error {
+			if cmd.NArg() > 0 {
+				return usageErrorf(cmd, "unknown command %q; run 'vbackup --help' for the list", cmd.Args().First())
+			}
+			return cli.ShowRootCommandHelp(cmd)
+		},
+	}
+	return root
+}
+
+// globals copies the global flags into env. Each command calls it first:
+// the flags may stand after the command name, where only the subcommand's
+// parse sees them.
+func globals(env *Env, cmd *cli.Command) {
+	env.uri = cmd.String("connect")
+	env.debug = cmd.Bool("debug")
+}
