@@ -10,7 +10,7 @@ bed=$(mktemp -d /tmp/vbackup-demo.XXXXXX)
 trap '"$here/testbed.sh" down "$bed" >/dev/null 2>&1 || true' EXIT
 
 step() { printf '\n\033[1m$ %s\033[0m\n' "$*"; }
-run() { step "vbackup $*"; "$vbackup" "$@"; }
+run() { step "vbackup $(printf '%q ' "$@")"; "$vbackup" "$@"; }
 
 echo "Starting a throwaway libvirtd + QEMU in $bed ..."
 export LIBVIRT_DEFAULT_URI=$("$here/testbed.sh" up "$bed")
