@@ -114,6 +114,9 @@ func runCheckpointCreate(ctx context.Context, env *Env, opts checkpointCreateOpt
 		}
 	}
 	name, err := dom.CreateCheckpoint(ctx, doc, opts.Flags)
+	if err != nil && opts.Flags.Quiesce && unsupportedFlags(err) {
+		return fmt.Errorf("domain %q: this libvirt cannot quiesce the guest for a checkpoint (%w); leave out --quiesce, or freeze the guest's filesystems yourself (virsh domfsfreeze)", dom.Name(), err)
+	}
 	if err != nil {
 		return checkpointErr(ctx, dom, def.Name, err)
 	}

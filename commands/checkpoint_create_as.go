@@ -84,6 +84,9 @@ func runCheckpointCreateAs(ctx context.Context, env *Env, opts checkpointCreateA
 		return err
 	}
 	name, err := dom.CreateCheckpoint(ctx, doc, virt.CreateFlags{Quiesce: opts.Quiesce})
+	if err != nil && opts.Quiesce && unsupportedFlags(err) {
+		return fmt.Errorf("domain %q: this libvirt cannot quiesce the guest for a checkpoint (%w); leave out --quiesce, or freeze the guest's filesystems yourself (virsh domfsfreeze)", dom.Name(), err)
+	}
 	if err != nil {
 		return checkpointErr(ctx, dom, spec.Name, err)
 	}

@@ -166,3 +166,30 @@ func persistentBitmaps(t *testing.T, bed *testbed.Bed, dom string) map[string]in
 	}
 	return got
 }
+
+// What the QEMU driver cannot do is said in a sentence with the way out.
+func TestCheckpointStateErrorsRealDaemon(t *testing.T) {
+	open, bed := realDaemon(t)
+	dom := bed.Domain(t, "vda:qcow2:64M")
+	wantCode(t, vb(t, open, "checkpoint-create-as", dom, "c1"), ExitOK)
+
+	// libvirt 9.0's QEMU driver has no quiesce for checkpoints.
+	r := vb(t, open, "checkpoint-create-as", dom, "c2", "--quiesce")
+	wantCode(t, r, ExitFailure)
+	wantStderr(t, r, "cannot quiesce", "leave out --quiesce")
+
+	bed.Virsh(t, "destroy", dom)
+	for _, args := range [][]string{
+		{"checkpoint-create-as", dom, "c3"},
+		{"checkpoint-dumpxml", dom, "c1", "--size"},
+		{"checkpoint-delete", dom, "c1"},
+	} {
+		r := vb(t, open, args...)
+		wantCode(t, r, ExitFailure)
+		wantStderr(t, r, `domain "`+dom+`" is shut off, and this needs it running`, "virsh start "+dom)
+	}
+	// Listing works on a stopped domain, and nothing above changed anything.
+	if r := vb(t, open, "checkpoint-list", dom, "--name"); r.stdout != "c1\n\n" {
+		t.Errorf("list: %q %s", r.stdout, r.stderr)
+	}
+}

@@ -53,7 +53,14 @@ func checkpointErr(ctx context.Context, dom virt.Domain, name string, err error)
 		return nil
 	case errors.Is(err, virt.ErrNoCheckpoint):
 		return noCheckpoint(ctx, dom, name)
-	case errors.Is(err, virt.ErrUnsupported):
+	case errors.Is(err, virt.ErrUnsupported) || errors.Is(err, virt.ErrOperationInvalid):
+		// Most of these mean the domain is not running; say so plainly.
+		if st, serr := dom.State(ctx); serr == nil && !st.Active {
+			return fmt.Errorf("domain %q is %s, and this needs it running (libvirt: %w); start it with 'virsh start %s'", dom.Name(), st.State, err, dom.Name())
+		}
+		if errors.Is(err, virt.ErrOperationInvalid) {
+			break
+		}
 		return fmt.Errorf("domain %q: this libvirt driver cannot do that: %w", dom.Name(), err)
 	case name == "":
 		return fmt.Errorf("domain %q: %w", dom.Name(), err)
@@ -76,4 +83,10 @@ func listing(what string, names []string) string {
 		sorted = sorted[:most]
 	}
 	return fmt.Sprintf("its %s are %s%s", what, strings.Join(sorted, ", "), more)
+}
+
+// unsupportedFlags reports libvirt refusing a flag this driver or version
+// does not know (virCheckFlags says "unsupported flags (0x…)").
+func unsupportedFlags(err error) bool {
+	return errors.Is(err, virt.ErrUnsupported) || strings.Contains(err.Error(), "unsupported flags")
 }
