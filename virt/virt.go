@@ -125,4 +125,73 @@ type Domain interface {
 	Checkpoint(ctx context.Context, name string) (Checkpoint, error)
 	CheckpointXML(ctx context.Context, name string, flags XMLFlags) (string, error)
 	DeleteCheckpoint(ctx context.Context, name string, flags DeleteFlags) error
+
+	// BeginBackup starts a backup job; checkpointXML, when not "", names a
+	// checkpoint libvirt creates as the job starts.
+	BeginBackup(ctx context.Context, backupXML, checkpointXML string, flags BeginFlags) error
+	// BackupXML is the running backup job's XML, with libvirt's defaults
+	// filled in.
+	BackupXML(ctx context.Context) (string, error)
+	// AbortJob ends the domain's running job.
+	AbortJob(ctx context.Context) error
+	// Job is the domain's current job; with completed, the last finished
+	// one's statistics, left in place for other readers.
+	Job(ctx context.Context, completed bool) (Job, error)
+	// BlockJob is the block job running on one disk, if any.
+	BlockJob(ctx context.Context, disk string) (BlockJob, bool, error)
+
+	// The record of the backup job vbackup started, kept by libvirt with the
+	// running domain (live metadata), so that another invocation knows which
+	// checkpoint came with the job.
+	SetBackupRecord(ctx context.Context, rec BackupRecord) error
+	BackupRecord(ctx context.Context) (BackupRecord, bool, error)
+	ClearBackupRecord(ctx context.Context) error
+}
+
+// BeginFlags qualify BeginBackup.
+type BeginFlags struct {
+	ReuseExternal bool // targets exist already (push) or scratch files do (pull)
+}
+
+// JobState is where a domain job stands.
+type JobState string
+
+const (
+	JobNone      JobState = "none"
+	JobRunning   JobState = "running"
+	JobCompleted JobState = "completed"
+	JobFailed    JobState = "failed"
+	JobCancelled JobState = "cancelled"
+)
+
+// Job is a domain job's statistics. Push backups count data; pull backups
+// count the scratch space in use.
+type Job struct {
+	State     JobState
+	Backup    bool   // the job is a backup
+	Operation string // "backup", "migration", …; "" when libvirt does not say
+	Elapsed   time.Duration
+
+	DataKnown                               bool
+	DataTotal, DataProcessed, DataRemaining uint64
+
+	TempKnown           bool
+	TempUsed, TempTotal uint64
+
+	SuccessKnown bool // set once the job has ended
+	Success      bool
+	Error        string
+}
+
+// BlockJob is one disk's part of a job.
+type BlockJob struct {
+	Backup   bool // the block job belongs to a backup
+	Cur, End uint64
+}
+
+// BackupRecord is what vbackup remembers of a backup job it started.
+type BackupRecord struct {
+	Checkpoint string    // created with the job; "" when none
+	Pull       bool      // pull mode (push otherwise)
+	Started    time.Time // when backup-begin started it
 }

@@ -460,3 +460,22 @@ func command(ctx context.Context, name string, args ...string) (string, error) {
 	}
 	return stdout.String(), nil
 }
+
+var folders atomic.Int64
+
+// Folder makes a fresh, empty folder inside the bed, owned by the user QEMU
+// runs as, for backup targets, scratch files and NBD sockets; t's cleanup
+// removes it. Its path is short, so a socket in it stays within the 107
+// bytes a unix socket path may have.
+func (b *Bed) Folder(t testing.TB) string {
+	t.Helper()
+	dir := filepath.Join(b.dir, "o", strconv.FormatInt(folders.Add(1), 10))
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if out, err := exec.Command("chown", "vbtest:", filepath.Dir(dir), dir).CombinedOutput(); err != nil {
+		t.Fatalf("chown %s: %v\n%s", dir, err, out)
+	}
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	return dir
+}

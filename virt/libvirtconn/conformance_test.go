@@ -32,6 +32,6 @@ func TestConformanceRealDaemon(t *testing.T) {
 			t.Fatal(err)
 		}
 		t.Cleanup(func() { conn.Close() })
-		return virttest.Subject{Conn: conn, Domain: name, Size: true}
+		return virttest.Subject{Conn: conn, Domain: name, Size: true, Folder: func(t *testing.T) string { return bed.Folder(t) }}
 	})
 }

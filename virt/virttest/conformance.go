@@ -9,6 +9,7 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"vbackup/virt"
 )
@@ -21,6 +22,9 @@ type Subject struct {
 	// Size reports whether the implementation fills in bitmap sizes for
 	// XMLFlags.Size (the test driver ignores the flag).
 	Size bool
+	// Folder, for an implementation that runs backup jobs, makes a folder
+	// the hypervisor can write; nil for one that refuses them.
+	Folder func(t *testing.T) string
 }
 
 // Run runs the suite; fresh returns a new Subject for each subtest.
@@ -147,6 +151,111 @@ func Run(t *testing.T, fresh func(t *testing.T) Subject) {
 		}
 		if err := dom.DeleteCheckpoint(ctx, "nope", virt.DeleteFlags{}); !errors.Is(err, virt.ErrNoCheckpoint) {
 			t.Fatalf("DeleteCheckpoint(nope) = %v, want ErrNoCheckpoint", err)
+		}
+	})
+
+	t.Run("BackupRecord", func(t *testing.T) {
+		s := fresh(t)
+		dom := domain(t, s)
+		if _, ok, err := dom.BackupRecord(ctx); err != nil || ok {
+			t.Fatalf("fresh domain: BackupRecord = %v, %v; want none", ok, err)
+		}
+		want := virt.BackupRecord{Checkpoint: "c9", Pull: true, Started: time.Date(2026, 11, 24, 12, 0, 0, 0, time.UTC)}
+		if err := dom.SetBackupRecord(ctx, want); err != nil {
+			t.Fatal(err)
+		}
+		got, ok, err := dom.BackupRecord(ctx)
+		if err != nil || !ok || got.Checkpoint != want.Checkpoint || !got.Pull || !got.Started.Equal(want.Started) {
+			t.Fatalf("BackupRecord = %+v, %v, %v; want %+v", got, ok, err, want)
+		}
+		if err := dom.ClearBackupRecord(ctx); err != nil {
+			t.Fatal(err)
+		}
+		if _, ok, err := dom.BackupRecord(ctx); err != nil || ok {
+			t.Fatalf("after clear: BackupRecord = %v, %v; want none", ok, err)
+		}
+	})
+
+	t.Run("BackupJobs", func(t *testing.T) {
+		s := fresh(t)
+		dom := domain(t, s)
+		if s.Folder == nil {
+			err := dom.BeginBackup(ctx, "<domainbackup/>", "", virt.BeginFlags{})
+			if !errors.Is(err, virt.ErrUnsupported) {
+				t.Fatalf("BeginBackup = %v, want ErrUnsupported", err)
+			}
+			if _, err := dom.Job(ctx, false); !errors.Is(err, virt.ErrUnsupported) {
+				t.Fatalf("Job = %v, want ErrUnsupported", err)
+			}
+			if err := dom.AbortJob(ctx); !errors.Is(err, virt.ErrUnsupported) {
+				t.Fatalf("AbortJob = %v, want ErrUnsupported", err)
+			}
+			return
+		}
+		dir := s.Folder(t)
+		if job, err := dom.Job(ctx, false); err != nil || job.State != virt.JobNone {
+			t.Fatalf("idle domain: Job = %+v, %v", job, err)
+		}
+		backup := "<domainbackup><disks><disk name='vda' type='file'><target file='" + dir + "/vda.qcow2'/><driver type='qcow2'/></disk>" +
+			"<disk name='vdb' backup='no'/></disks></domainbackup>"
+		if err := dom.BeginBackup(ctx, backup, checkpointXML("j1", "with the job"), virt.BeginFlags{}); err != nil {
+			t.Fatal(err)
+		}
+		// The checkpoint exists as soon as the job starts.
+		if _, err := dom.Checkpoint(ctx, "j1"); err != nil {
+			t.Fatalf("checkpoint of the job: %v", err)
+		}
+		if err := dom.BeginBackup(ctx, backup, "", virt.BeginFlags{}); err == nil {
+			t.Fatal("a second backup job started beside the first")
+		}
+		deadline := time.Now().Add(30 * time.Second)
+		for {
+			job, err := dom.Job(ctx, false)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if job.State != virt.JobRunning {
+				break
+			}
+			if !job.Backup || !job.DataKnown {
+				t.Errorf("running push: %+v", job)
+			}
+			if time.Now().After(deadline) {
+				t.Fatal("push of a 64 MiB disk still running after 30 s")
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+		for i := 0; i < 2; i++ { // kept for the next reader
+			done, err := dom.Job(ctx, true)
+			if err != nil || done.State != virt.JobCompleted || !done.Backup || done.DataTotal == 0 || done.DataProcessed != done.DataTotal {
+				t.Fatalf("completed job, read %d: %+v, %v", i+1, done, err)
+			}
+		}
+
+		// Pull: an NBD export over a unix socket until the job is aborted.
+		sock := dir + "/nbd.sock"
+		pull := "<domainbackup mode='pull'><server transport='unix' socket='" + sock + "'/><incremental>j1</incremental>" +
+			"<disks><disk name='vda' type='file'><scratch file='" + dir + "/vda.scratch'/><driver type='qcow2'/></disk>" +
+			"<disk name='vdb' backup='no'/></disks></domainbackup>"
+		if err := dom.BeginBackup(ctx, pull, "", virt.BeginFlags{}); err != nil {
+			t.Fatal(err)
+		}
+		doc, err := dom.BackupXML(ctx)
+		if err != nil || !strings.Contains(doc, "mode='pull'") || !strings.Contains(doc, "exportbitmap='backup-vda'") {
+			t.Fatalf("BackupXML = %v\n%s", err, doc)
+		}
+		job, err := dom.Job(ctx, false)
+		if err != nil || job.State != virt.JobRunning || !job.Backup || !job.TempKnown {
+			t.Fatalf("running pull: %+v, %v", job, err)
+		}
+		if err := dom.AbortJob(ctx); err != nil {
+			t.Fatal(err)
+		}
+		if job, err := dom.Job(ctx, false); err != nil || job.State != virt.JobNone {
+			t.Fatalf("after abort: Job = %+v, %v", job, err)
+		}
+		if _, err := dom.BackupXML(ctx); err == nil {
+			t.Fatal("BackupXML after the job ended")
 		}
 	})
 
