@@ -17,6 +17,10 @@ func newRoot(env *Env) *cli.Command {
 		newCheckpointParentCommand(env, runCheckpointParent),
 		newCheckpointDeleteCommand(env, runCheckpointDelete),
 		newCheckpointEditCommand(env, runCheckpointEdit),
+		newBackupBeginCommand(env, runBackupBegin),
+		newBackupDumpXMLCommand(env, runBackupDumpXML),
+		newBackupEndCommand(env, runBackupEnd),
+		newBackupStatusCommand(env, runBackupStatus),
 	)
 }
 

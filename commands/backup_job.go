@@ -1,0 +1,136 @@
+package commands
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"libvirt.org/go/libvirtxml"
+
+	"vbackup/virt"
+)
+
+// runningBackup is the backup job running on a domain, as libvirt reports
+// it, with vbackup's record of it when vbackup started it.
+type runningBackup struct {
+	job    virt.Job
+	def    libvirtxml.DomainBackup
+	rec    virt.BackupRecord
+	hasRec bool
+}
+
+func (b runningBackup) pull() bool {
+	return b.def.Pull != nil
+}
+
+// currentBackup returns the backup job running on dom; ok is false when
+// none runs.
+func currentBackup(ctx context.Context, dom virt.Domain) (b runningBackup, ok bool, err error) {
+	if b.job, err = dom.Job(ctx, false); err != nil {
+		if errors.Is(err, virt.ErrUnsupported) {
+			return b, false, fmt.Errorf("domain %q: this libvirt driver cannot run backup jobs (%w); vbackup needs the QEMU driver (qemu:///system or qemu:///session)", dom.Name(), err)
+		}
+		return b, false, fmt.Errorf("domain %q: reading its job: %w", dom.Name(), err)
+	}
+	if b.job.State != virt.JobRunning || !b.job.Backup {
+		return b, false, nil
+	}
+	doc, err := dom.BackupXML(ctx)
+	if err != nil {
+		return b, false, fmt.Errorf("domain %q: reading its backup job: %w", dom.Name(), err)
+	}
+	if err := b.def.Unmarshal(doc); err != nil {
+		return b, false, fmt.Errorf("domain %q: the backup job's XML: %w", dom.Name(), err)
+	}
+	if b.rec, b.hasRec, err = dom.BackupRecord(ctx); err != nil {
+		return b, false, fmt.Errorf("domain %q: reading vbackup's record of the job: %w", dom.Name(), err)
+	}
+	return b, true, nil
+}
+
+// settle deals with a record vbackup left of a job that is no longer
+// running: when the job did not complete, the checkpoint created with it
+// would claim data that was never saved, so it is deleted (its bitmap
+// merges into its parent's, which keeps every change for the next
+// incremental). It says on stderr what it did.
+func settle(ctx context.Context, env *Env, dom virt.Domain) error {
+	rec, ok, err := dom.BackupRecord(ctx)
+	if err != nil || !ok {
+		return err
+	}
+	job, err := dom.Job(ctx, false)
+	if err != nil {
+		return err
+	}
+	if job.State == virt.JobRunning {
+		return nil
+	}
+	done, err := dom.Job(ctx, true)
+	if err != nil {
+		return err
+	}
+	switch {
+	case done.State == virt.JobCompleted && done.Backup && !rec.Pull:
+		// The push finished by itself: its checkpoint holds what it claims.
+	case done.State == virt.JobFailed || done.State == virt.JobCancelled || (done.SuccessKnown && !done.Success):
+		why := done.Error
+		if why == "" {
+			why = string(done.State)
+		}
+		fmt.Fprintf(env.Stderr, "note: the backup job started %s did not complete (%s)\n", rec.Started.Local().Format(time.DateTime), why)
+		if err := discardCheckpoint(ctx, env, dom, rec.Checkpoint); err != nil {
+			return err
+		}
+	case rec.Checkpoint != "":
+		fmt.Fprintf(env.Stderr, "note: the backup job started %s was ended outside vbackup; checkpoint %s is kept: "+
+			"if its data was not all read, delete it with 'vbackup checkpoint-delete %s %s'\n",
+			rec.Started.Local().Format(time.DateTime), rec.Checkpoint, dom.Name(), rec.Checkpoint)
+	}
+	return dom.ClearBackupRecord(ctx)
+}
+
+// discardCheckpoint deletes the checkpoint created with a job that did not
+// deliver its data, and says so.
+func discardCheckpoint(ctx context.Context, env *Env, dom virt.Domain, name string) error {
+	if name == "" {
+		return nil
+	}
+	err := dom.DeleteCheckpoint(ctx, name, virt.DeleteFlags{})
+	if errors.Is(err, virt.ErrNoCheckpoint) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("domain %q: deleting checkpoint %q, which claims data the job did not save: %w; delete it with 'vbackup checkpoint-delete %s %s'",
+			dom.Name(), name, err, dom.Name(), name)
+	}
+	fmt.Fprintf(env.Stderr, "Checkpoint %s deleted: it would have claimed data that was not saved.\n", name)
+	return nil
+}
+
+// waitJobEnd polls until the domain's job has ended, after an abort.
+func waitJobEnd(ctx context.Context, dom virt.Domain, limit time.Duration) error {
+	deadline := time.Now().Add(limit)
+	for {
+		job, err := dom.Job(ctx, false)
+		if err != nil {
+			return err
+		}
+		if job.State != virt.JobRunning {
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("domain %q: the job is still running %s after it was asked to end", dom.Name(), limit)
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
+}
+
+// noBackupJob is the error for a command that needs a running backup job.
+func noBackupJob(dom virt.Domain) error {
+	return fmt.Errorf("domain %q has no backup job running; start one with 'vbackup backup-begin %s'", dom.Name(), dom.Name())
+}

@@ -1,0 +1,202 @@
+package commands
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"strings"
+
+	"github.com/urfave/cli/v3"
+
+	"vbackup/virt"
+)
+
+type backupStatusOptions struct {
+	Domain    string
+	Completed bool
+	JSON      bool
+}
+
+func newBackupStatusCommand(env *Env, run func(context.Context, *Env, backupStatusOptions) error) *cli.Command {
+	return &cli.Command{
+		Name:      "backup-status",
+		Usage:     "show a domain's backup job, with a row per disk (virsh domjobinfo, for backups)",
+		ArgsUsage: "DOMAIN",
+		Description: "Without a job it says so and exits 0. --completed shows the last finished job\n" +
+			"(libvirt keeps its statistics for other readers too). --json prints one object\n" +
+			"(fields in the README).",
+		Flags: []cli.Flag{
+			&cli.BoolFlag{Name: "completed", Usage: "show the last finished job instead of the running one"},
+			&cli.BoolFlag{Name: "json", Usage: "print a JSON object"},
+		},
+		Action: func(ctx context.Context, cmd *cli.Command) error {
+			globals(env, cmd)
+			a, err := args(cmd, "DOMAIN")
+			if err != nil {
+				return err
+			}
+			return run(ctx, env, backupStatusOptions{Domain: a[0], Completed: cmd.Bool("completed"), JSON: cmd.Bool("json")})
+		},
+	}
+}
+
+// jsonStatus is backup-status --json (fields in the README).
+type jsonStatus struct {
+	Domain      string        `json:"domain"`
+	State       virt.JobState `json:"state"`
+	Operation   string        `json:"operation"`
+	Mode        string        `json:"mode,omitempty"`
+	ElapsedMS   int64         `json:"elapsed_ms"`
+	Data        *jsonBytes    `json:"data"`
+	Scratch     *jsonBytes    `json:"scratch"`
+	Success     *bool         `json:"success"`
+	Error       string        `json:"error,omitempty"`
+	Checkpoint  string        `json:"checkpoint,omitempty"`
+	Incremental string        `json:"incremental,omitempty"`
+	Disks       []jsonDisk    `json:"disks"`
+}
+
+type jsonBytes struct {
+	Processed uint64 `json:"processed"`
+	Total     uint64 `json:"total"`
+}
+
+type jsonDisk struct {
+	Name      string `json:"name"`
+	State     string `json:"state"` // running, done, exporting
+	Processed uint64 `json:"processed"`
+	Total     uint64 `json:"total"`
+}
+
+func runBackupStatus(ctx context.Context, env *Env, opts backupStatusOptions) error {
+	_, dom, err := openDomain(ctx, env, opts.Domain)
+	if err != nil {
+		return err
+	}
+	st := jsonStatus{Domain: dom.Name(), Disks: []jsonDisk{}}
+	var job virt.Job
+	if opts.Completed {
+		if job, err = dom.Job(ctx, true); err != nil {
+			return fmt.Errorf("domain %q: %w", dom.Name(), err)
+		}
+	} else {
+		b, ok, err := currentBackup(ctx, dom)
+		if err != nil {
+			return err
+		}
+		if !ok {
+			if err := settle(ctx, env, dom); err != nil {
+				return err
+			}
+		}
+		job = b.job
+		if ok {
+			st.Mode = "push"
+			if b.pull() {
+				st.Mode = "pull"
+			}
+			if b.hasRec {
+				st.Checkpoint = b.rec.Checkpoint
+			}
+			st.Incremental = b.def.Incremental
+			for _, d := range jobDisks(b.def) {
+				st.Disks = append(st.Disks, diskStatus(ctx, dom, d, b.pull()))
+			}
+		}
+	}
+	st.State, st.Operation, st.ElapsedMS = job.State, job.Operation, job.Elapsed.Milliseconds()
+	if job.DataKnown {
+		st.Data = &jsonBytes{Processed: job.DataProcessed, Total: job.DataTotal}
+	}
+	if job.TempKnown {
+		st.Scratch = &jsonBytes{Processed: job.TempUsed, Total: job.TempTotal}
+	}
+	if job.SuccessKnown {
+		ok := job.Success
+		st.Success = &ok
+	}
+	st.Error = job.Error
+	if opts.JSON {
+		return writeJSON(env.Stdout, st)
+	}
+	return writeStatus(env.Stdout, st)
+}
+
+func diskStatus(ctx context.Context, dom virt.Domain, d jobDisk, pull bool) jsonDisk {
+	out := jsonDisk{Name: d.Name, State: "done"}
+	if pull {
+		out.State = "exporting"
+	}
+	if bj, ok, err := dom.BlockJob(ctx, d.Name); err == nil && ok && bj.Backup && !pull {
+		out.State, out.Processed, out.Total = "running", bj.Cur, bj.End
+	}
+	return out
+}
+
+func writeStatus(w io.Writer, st jsonStatus) error {
+	if st.State == virt.JobNone {
+		_, err := fmt.Fprintf(w, "Domain %s has no backup job running.\n", st.Domain)
+		return err
+	}
+	row := func(label, value string) { fmt.Fprintf(w, "%-18s%s\n", label+":", value) }
+	row("Domain", st.Domain)
+	what := st.Operation
+	if what == "" {
+		what = "job"
+	}
+	if st.Mode != "" {
+		what += " (" + st.Mode + ")"
+	}
+	row("Job", what+", "+string(st.State))
+	row("Time elapsed", fmt.Sprintf("%d ms", st.ElapsedMS))
+	if st.Data != nil {
+		row("Data processed", fmt.Sprintf("%s of %s (%s)", capacity(st.Data.Processed), capacity(st.Data.Total), percent(st.Data.Processed, st.Data.Total)))
+	}
+	if st.Scratch != nil {
+		row("Scratch in use", fmt.Sprintf("%s of %s", capacity(st.Scratch.Processed), capacity(st.Scratch.Total)))
+	}
+	if st.Incremental != "" {
+		row("Incremental from", st.Incremental)
+	}
+	if st.Checkpoint != "" {
+		row("Checkpoint", st.Checkpoint+" (created with this job)")
+	}
+	if st.Success != nil {
+		row("Success", map[bool]string{true: "yes", false: "no"}[*st.Success])
+	}
+	if st.Error != "" {
+		row("Error", st.Error)
+	}
+	if len(st.Disks) > 0 {
+		fmt.Fprintf(w, "\n%-8s %-10s %-14s %-14s %s\n", "Disk", "State", "Processed", "Total", "Progress")
+		for _, d := range st.Disks {
+			if d.State != "running" {
+				fmt.Fprintf(w, "%-8s %s\n", d.Name, d.State)
+				continue
+			}
+			fmt.Fprintf(w, "%-8s %-10s %-14s %-14s %s\n", d.Name, d.State, capacity(d.Processed), capacity(d.Total), percent(d.Processed, d.Total))
+		}
+	}
+	return nil
+}
+
+// capacity prints a byte count as virsh does (vshPrettyCapacity).
+func capacity(n uint64) string {
+	units := []string{"B", "KiB", "MiB", "GiB", "TiB", "PiB", "EiB"}
+	v, i := float64(n), 0
+	for v >= 1024 && i < len(units)-1 {
+		v /= 1024
+		i++
+	}
+	if i == 0 {
+		return fmt.Sprintf("%d B", n)
+	}
+	return strings.TrimSpace(fmt.Sprintf("%.3f %s", v, units[i]))
+}
+
+func percent(done, total uint64) string {
+	if total == 0 {
+		return "-"
+	}
+	return fmt.Sprintf("%.1f %%", 100*float64(done)/float64(total))
+}
