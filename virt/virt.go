@@ -139,6 +139,9 @@ type Domain interface {
 	Job(ctx context.Context, completed bool) (Job, error)
 	// BlockJob is the block job running on one disk, if any.
 	BlockJob(ctx context.Context, disk string) (BlockJob, bool, error)
+	// Events delivers the domain's job events until ctx ends, when the
+	// channel is closed. A lost connection is an event too.
+	Events(ctx context.Context) (<-chan Event, error)
 
 	// The record of the backup job vbackup started, kept by libvirt with the
 	// running domain (live metadata), so that another invocation knows which
@@ -187,6 +190,23 @@ type Job struct {
 type BlockJob struct {
 	Backup   bool // the block job belongs to a backup
 	Cur, End uint64
+}
+
+// EventKind says what an Event reports.
+type EventKind string
+
+const (
+	EventJobEnded     EventKind = "job-ended"      // the domain's job ended; Job holds its final statistics
+	EventDiskJobEnded EventKind = "disk-job-ended" // one disk's block job ended; Disk and Status say how
+	EventDisconnected EventKind = "disconnected"   // the connection to libvirtd was lost
+)
+
+// Event is something libvirt reported about a domain's job.
+type Event struct {
+	Kind   EventKind
+	Disk   string
+	Status string // EventDiskJobEnded: "completed", "failed", "cancelled"
+	Job    Job    // EventJobEnded: Success, Error and the counts the event carries
 }
 
 // BackupRecord is what vbackup remembers of a backup job it started.

@@ -33,6 +33,8 @@ type Conn struct {
 
 	mu      sync.Mutex
 	domains []*libvirt.Domain // handed out; freed on Close
+	subs    subscribers       // event channels to tell of a lost connection
+	closed  bool              // libvirt reported the connection closed
 }
 
 var _ virt.Conn = (*Conn)(nil)
@@ -40,6 +42,7 @@ var _ virt.Conn = (*Conn)(nil)
 // Open connects to uri; "" means libvirt's own choice ($LIBVIRT_DEFAULT_URI,
 // then its default). It never prompts for credentials.
 func Open(ctx context.Context, uri string, opts Options) (*Conn, error) {
+	startEventLoop()
 	c := &Conn{debug: opts.Debug}
 	err := c.call("virConnectOpen", uri, func() (err error) {
 		c.lv, err = libvirt.NewConnect(uri)
@@ -53,6 +56,7 @@ func Open(ctx context.Context, uri string, opts Options) (*Conn, error) {
 		return nil, fmt.Errorf("cannot connect to %s: %w", shown, withKind(err, virt.ErrConnect))
 	}
 	c.uri = uri
+	c.watchClose()
 	_ = c.call("virConnectGetURI", "", func() (err error) {
 		c.uri, err = c.lv.GetURI()
 		return err
