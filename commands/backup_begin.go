@@ -4,13 +4,16 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
+	"time"
 
 	"github.com/urfave/cli/v3"
 	"libvirt.org/go/libvirtxml"
 
 	"vbackup/checkpoint"
+	"vbackup/progress"
 	"vbackup/virt"
 	"vbackup/xmlgen"
 )
@@ -26,6 +29,10 @@ type backupBeginOptions struct {
 	CheckpointXMLFile     string // --checkpointxml: sent as written
 	ReuseExternal         bool
 	PrintXML              bool
+	Wait                  bool          // stay and show progress until the job ends
+	Timeout               time.Duration // with Wait: end the job after this long
+	JSON                  bool          // with Wait: progress as JSON lines on stdout
+	Quiet                 bool          // only errors
 
 	backupXML, checkpointXML string // the files' contents
 }
@@ -64,6 +71,10 @@ func newBackupBeginCommand(env *Env, run func(context.Context, *Env, backupBegin
 			&cli.StringFlag{Name: "backupxml", Usage: "send the <domainbackup> of `FILE` instead of building it from flags"},
 			&cli.StringFlag{Name: "checkpointxml", Usage: "send the <domaincheckpoint> of `FILE` with the job"},
 			&cli.BoolFlag{Name: "print-xml", Usage: "print the document(s) that would be sent and start nothing"},
+			&cli.BoolFlag{Name: "wait", Usage: "stay until the job ends, showing each disk's progress; exit 0 only if it completed"},
+			&cli.DurationFlag{Name: "timeout", Usage: "with --wait, end the job (and its checkpoint) after `DURATION`, e.g. 2h"},
+			&cli.BoolFlag{Name: "json", Usage: "with --wait, print progress as JSON lines on stdout (see the README)"},
+			&cli.BoolFlag{Name: "quiet", Aliases: []string{"q"}, Usage: "print only errors; the exit status tells the outcome"},
 		},
 		Action: func(ctx context.Context, cmd *cli.Command) error {
 			globals(env, cmd)
@@ -91,6 +102,10 @@ func newBackupBeginCommand(env *Env, run func(context.Context, *Env, backupBegin
 				CheckpointXMLFile:     cmd.String("checkpointxml"),
 				ReuseExternal:         cmd.Bool("reuse-external"),
 				PrintXML:              cmd.Bool("print-xml"),
+				Wait:                  cmd.Bool("wait"),
+				Timeout:               cmd.Duration("timeout"),
+				JSON:                  cmd.Bool("json"),
+				Quiet:                 cmd.Bool("quiet"),
 			}
 			for _, s := range cmd.StringSlice("disk") {
 				d, err := xmlgen.ParseBackupDisk(s)
@@ -125,6 +140,10 @@ func newBackupBeginCommand(env *Env, run func(context.Context, *Env, backupBegin
 func backupBeginFlagRules(cmd *cli.Command) error {
 	checks := []error{
 		exclusive(cmd, "push", "pull"),
+		requires(cmd, "timeout", "wait"),
+		requires(cmd, "json", "wait"),
+		exclusive(cmd, "json", "quiet"),
+		exclusive(cmd, "print-xml", "wait"),
 		requires(cmd, "checkpoint-description", "checkpoint"),
 		requires(cmd, "insecure", "server"),
 	}
@@ -205,7 +224,34 @@ func runBackupBegin(ctx context.Context, env *Env, opts backupBeginOptions) erro
 		}
 		return nil
 	}
-	return startBackup(ctx, env, dom, plan, opts.ReuseExternal)
+	out := env.Stdout
+	switch {
+	case opts.Quiet:
+		out = io.Discard
+	case opts.JSON:
+		out = env.Stderr // stdout carries the JSON lines
+	}
+	if err := startBackup(ctx, env, out, dom, plan, opts.ReuseExternal); err != nil {
+		return err
+	}
+	if !opts.Wait {
+		return nil
+	}
+	return watchBackup(ctx, env, dom, watchOptions{Printer: newPrinter(env, opts.JSON, opts.Quiet), Timeout: opts.Timeout})
+}
+
+// newPrinter picks how progress is shown: JSON lines on stdout, bars on a
+// terminal, plain lines in a log, or nothing.
+func newPrinter(env *Env, json, quiet bool) progress.Printer {
+	switch {
+	case quiet:
+		return progress.NewQuiet()
+	case json:
+		return progress.NewJSON(env.Stdout)
+	case env.StderrTTY:
+		return progress.NewTerminal(env.Stderr, env.Width())
+	}
+	return progress.NewPlain(env.Stderr, 5*time.Second)
 }
 
 // backupPreflight settles what an earlier job left and reports whether a

@@ -71,9 +71,16 @@ func settle(ctx context.Context, env *Env, dom virt.Domain) error {
 		return err
 	}
 	switch {
-	case done.State == virt.JobCompleted && done.Backup && !rec.Pull:
-		// The push finished by itself: its checkpoint holds what it claims.
+	case rec.Pull && done.State != virt.JobFailed:
+		// A pull ends by being aborted; whether its reader finished, only
+		// the one who ended it knows.
+		if rec.Checkpoint != "" {
+			fmt.Fprintf(env.Stderr, "note: the pull backup job started %s was ended outside vbackup; checkpoint %s is kept: "+
+				"if its exports were not all read, delete it with 'vbackup checkpoint-delete %s %s'\n",
+				rec.Started.Local().Format(time.DateTime), rec.Checkpoint, dom.Name(), rec.Checkpoint)
+		}
 	case done.State == virt.JobFailed || done.State == virt.JobCancelled || (done.SuccessKnown && !done.Success):
+		// libvirt reports a cancelled push as completed with an error.
 		why := done.Error
 		if why == "" {
 			why = string(done.State)
@@ -82,9 +89,11 @@ func settle(ctx context.Context, env *Env, dom virt.Domain) error {
 		if err := discardCheckpoint(ctx, env, dom, rec.Checkpoint); err != nil {
 			return err
 		}
+	case done.State == virt.JobCompleted && done.Backup:
+		// The push finished by itself: its checkpoint holds what it claims.
 	case rec.Checkpoint != "":
-		fmt.Fprintf(env.Stderr, "note: the backup job started %s was ended outside vbackup; checkpoint %s is kept: "+
-			"if its data was not all read, delete it with 'vbackup checkpoint-delete %s %s'\n",
+		fmt.Fprintf(env.Stderr, "note: how the backup job started %s ended is unknown (libvirtd restarted?); checkpoint %s is kept: "+
+			"if the backup is not complete, delete it with 'vbackup checkpoint-delete %s %s'\n",
 			rec.Started.Local().Format(time.DateTime), rec.Checkpoint, dom.Name(), rec.Checkpoint)
 	}
 	return dom.ClearBackupRecord(ctx)

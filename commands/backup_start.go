@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 
 	"libvirt.org/go/libvirtxml"
 
@@ -13,7 +14,7 @@ import (
 
 // startBackup records the job, starts it, and prints what the user needs
 // next. A job that does not start leaves no checkpoint and no record.
-func startBackup(ctx context.Context, env *Env, dom virt.Domain, plan backupPlan, reuse bool) error {
+func startBackup(ctx context.Context, env *Env, w io.Writer, dom virt.Domain, plan backupPlan, reuse bool) error {
 	rec := virt.BackupRecord{Checkpoint: plan.checkpoint, Pull: plan.pull, Started: env.Now()}
 	// Recorded first: should vbackup die right after the job starts, the next
 	// invocation still knows which checkpoint came with it.
@@ -32,26 +33,25 @@ func startBackup(ctx context.Context, env *Env, dom virt.Domain, plan backupPlan
 		}
 		return fmt.Errorf("domain %q: the backup did not start: %w", dom.Name(), err)
 	}
-	return printStarted(ctx, env, dom, plan)
+	return printStarted(ctx, w, dom, plan)
 }
 
 // printStarted tells, from the job as libvirt filled it in, where each disk
 // goes (push) or where to read it (pull).
-func printStarted(ctx context.Context, env *Env, dom virt.Domain, plan backupPlan) error {
+func printStarted(ctx context.Context, w io.Writer, dom virt.Domain, plan backupPlan) error {
 	doc, err := dom.BackupXML(ctx)
 	if err != nil {
 		// A push of small disks can be over already.
 		if plan.pull {
 			return fmt.Errorf("domain %q: the pull job started, but reading it back failed: %w", dom.Name(), err)
 		}
-		fmt.Fprintf(env.Stdout, "Backup started and already finished: see 'vbackup backup-status %s --completed'\n", dom.Name())
+		fmt.Fprintf(w, "Backup started and already finished: see 'vbackup backup-status %s --completed'\n", dom.Name())
 		return nil
 	}
 	var def libvirtxml.DomainBackup
 	if err := def.Unmarshal(doc); err != nil {
 		return err
 	}
-	w := env.Stdout
 	if plan.pull {
 		fmt.Fprintf(w, "Backup started: pull\n")
 	} else {

@@ -15,6 +15,8 @@ type backupStatusOptions struct {
 	Domain    string
 	Completed bool
 	JSON      bool
+	Watch     bool // follow the running job until it ends
+	Quiet     bool // with Watch: only errors
 }
 
 func newBackupStatusCommand(env *Env, run func(context.Context, *Env, backupStatusOptions) error) *cli.Command {
@@ -27,7 +29,9 @@ func newBackupStatusCommand(env *Env, run func(context.Context, *Env, backupStat
 			"(fields in the README).",
 		Flags: []cli.Flag{
 			&cli.BoolFlag{Name: "completed", Usage: "show the last finished job instead of the running one"},
-			&cli.BoolFlag{Name: "json", Usage: "print a JSON object"},
+			&cli.BoolFlag{Name: "json", Usage: "print a JSON object (with --watch: JSON lines)"},
+			&cli.BoolFlag{Name: "watch", Usage: "follow the running job, whoever started it, until it ends, showing each disk's progress"},
+			&cli.BoolFlag{Name: "quiet", Aliases: []string{"q"}, Usage: "with --watch, print only errors"},
 		},
 		Action: func(ctx context.Context, cmd *cli.Command) error {
 			globals(env, cmd)
@@ -35,7 +39,14 @@ func newBackupStatusCommand(env *Env, run func(context.Context, *Env, backupStat
 			if err != nil {
 				return err
 			}
-			return run(ctx, env, backupStatusOptions{Domain: a[0], Completed: cmd.Bool("completed"), JSON: cmd.Bool("json")})
+			if err := exclusive(cmd, "watch", "completed"); err != nil {
+				return err
+			}
+			if err := requires(cmd, "quiet", "watch"); err != nil {
+				return err
+			}
+			return run(ctx, env, backupStatusOptions{Domain: a[0], Completed: cmd.Bool("completed"), JSON: cmd.Bool("json"),
+				Watch: cmd.Bool("watch"), Quiet: cmd.Bool("quiet")})
 		},
 	}
 }
@@ -72,6 +83,13 @@ func runBackupStatus(ctx context.Context, env *Env, opts backupStatusOptions) er
 	_, dom, err := openDomain(ctx, env, opts.Domain)
 	if err != nil {
 		return err
+	}
+	if opts.Watch {
+		if _, ok, err := currentBackup(ctx, dom); err != nil {
+			return err
+		} else if ok {
+			return watchBackup(ctx, env, dom, watchOptions{Printer: newPrinter(env, opts.JSON, opts.Quiet)})
+		}
 	}
 	st := jsonStatus{Domain: dom.Name(), Disks: []jsonDisk{}}
 	var job virt.Job

@@ -4,8 +4,12 @@ import (
 	"context"
 	"io"
 	"os"
+	"os/signal"
 	"sync"
+	"syscall"
 	"time"
+
+	"golang.org/x/term"
 
 	"vbackup/virt"
 )
@@ -27,6 +31,12 @@ type Env struct {
 	Getenv    func(string) string
 	Now       func() time.Time
 	Open      OpenFunc
+	// Signals delivers Ctrl-C (and SIGTERM) until stop is called.
+	Signals func() (ch <-chan os.Signal, stop func())
+	// Width is the terminal's width in columns, for progress bars.
+	Width func() int
+	// Exit leaves the process at once (a second Ctrl-C).
+	Exit func(code int)
 
 	// Set from the global flags before a command runs.
 	uri   string
@@ -48,6 +58,18 @@ func OSEnv(open OpenFunc) *Env {
 		Getenv:    os.Getenv,
 		Now:       time.Now,
 		Open:      open,
+		Signals: func() (<-chan os.Signal, func()) {
+			ch := make(chan os.Signal, 2)
+			signal.Notify(ch, os.Interrupt, syscall.SIGTERM)
+			return ch, func() { signal.Stop(ch) }
+		},
+		Exit: os.Exit,
+		Width: func() int {
+			if w, _, err := term.GetSize(int(os.Stderr.Fd())); err == nil && w > 0 {
+				return w
+			}
+			return 80
+		},
 	}
 }
 
@@ -60,6 +82,20 @@ func (e *Env) Conn(ctx context.Context) (virt.Conn, error) {
 		}
 		e.conn, e.err = e.Open(ctx, e.uri, debug)
 	})
+	return e.conn, e.err
+}
+
+// Reconnect drops the connection and opens it again, after libvirtd went
+// away.
+func (e *Env) Reconnect(ctx context.Context) (virt.Conn, error) {
+	if e.conn != nil {
+		_ = e.conn.Close()
+	}
+	var debug io.Writer
+	if e.debug {
+		debug = e.Stderr
+	}
+	e.conn, e.err = e.Open(ctx, e.uri, debug)
 	return e.conn, e.err
 }
 

@@ -25,9 +25,6 @@ type result struct {
 	stdout, stderr string
 }
 
-// fixedNow is the clock of every test invocation.
-var fixedNow = time.Date(2026, 11, 24, 12, 0, 0, 0, time.UTC)
-
 func testEnv(open OpenFunc, environ map[string]string) (*Env, *bytes.Buffer, *bytes.Buffer) {
 	var stdout, stderr bytes.Buffer
 	return &Env{
@@ -35,8 +32,12 @@ func testEnv(open OpenFunc, environ map[string]string) (*Env, *bytes.Buffer, *by
 		Stdout: &stdout,
 		Stderr: &stderr,
 		Getenv: func(k string) string { return environ[k] },
-		Now:    func() time.Time { return fixedNow },
+		Now:    time.Now,
 		Open:   open,
+		// In-process runs get no signals; the real binary's tests send them.
+		Signals: func() (<-chan os.Signal, func()) { return make(chan os.Signal), func() {} },
+		Width:   func() int { return 80 },
+		Exit:    func(code int) { panic("a command tried to exit the test process") },
 	}, &stdout, &stderr
 }
 

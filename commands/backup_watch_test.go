@@ -1,0 +1,250 @@
+package commands
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"vbackup/internal/testbed"
+)
+
+// bigDomain is a domain with two disks holding 512 MiB of data each: a push
+// of it takes a few seconds here, long enough for several samples per disk
+// and to be interrupted half-way.
+func bigDomain(t *testing.T, bed *testbed.Bed) string {
+	t.Helper()
+	dom := bed.Domain(t, "vda:qcow2:1G", "vdb:qcow2:1G")
+	bed.Write(t, dom, "vda", 0x11, 0, 512<<20)
+	bed.Write(t, dom, "vdb", 0x22, 0, 512<<20)
+	return dom
+}
+
+func TestWaitJSON(t *testing.T) {
+	open, bed := realDaemon(t)
+	dom := bigDomain(t, bed)
+	r := vb(t, open, "backup-begin", dom, "--target-dir", bed.Folder(t), "--checkpoint", "w1", "--wait", "--json")
+	wantCode(t, r, ExitOK)
+	lines := strings.Split(strings.TrimSpace(r.stdout), "\n")
+	samples := map[string]int{}
+	last := map[string]map[string]any{}
+	for i, line := range lines {
+		var obj map[string]any
+		if err := json.Unmarshal([]byte(line), &obj); err != nil {
+			t.Fatalf("line %d is not JSON: %v\n%s", i+1, err, line)
+		}
+		switch obj["type"] {
+		case "progress":
+			disk, _ := obj["disk"].(string)
+			samples[disk]++
+			last[disk] = obj
+		case "disk-state", "job", "result":
+		default:
+			t.Errorf("line %d: unknown type %v", i+1, obj["type"])
+		}
+		if obj["type"] == "result" && i != len(lines)-1 {
+			t.Errorf("a result before the last line (%d of %d)", i+1, len(lines))
+		}
+	}
+	var result map[string]any
+	_ = json.Unmarshal([]byte(lines[len(lines)-1]), &result)
+	if result["type"] != "result" || result["state"] != "completed" {
+		t.Fatalf("last line %s, want a completed result", lines[len(lines)-1])
+	}
+	for _, disk := range []string{"vda", "vdb"} {
+		if samples[disk] < 3 {
+			t.Errorf("%s: %d progress lines, want several", disk, samples[disk])
+		}
+		done, total := last[disk]["done"], last[disk]["total"]
+		if done != total || total == float64(0) || total == nil {
+			t.Errorf("%s: last progress done %v total %v, want done == total > 0", disk, done, total)
+		}
+	}
+	if !strings.Contains(r.stderr, "Backup started: push") {
+		t.Errorf("with --json, the begin message goes to stderr:\n%s", r.stderr)
+	}
+}
+
+func TestWaitPlainLines(t *testing.T) {
+	open, bed := realDaemon(t)
+	dom := bigDomain(t, bed)
+	r := vb(t, open, "backup-begin", dom, "--target-dir", bed.Folder(t), "--wait")
+	wantCode(t, r, ExitOK)
+	if strings.Contains(r.stderr, "\x1b") {
+		t.Errorf("escape codes in non-terminal output:\n%q", r.stderr)
+	}
+	for _, want := range []string{"vda", "vdb", "completed"} {
+		if !strings.Contains(r.stderr, want) {
+			t.Errorf("plain output lacks %q:\n%s", want, r.stderr)
+		}
+	}
+}
+
+func TestWaitQuiet(t *testing.T) {
+	open, bed := realDaemon(t)
+	dom := bed.Domain(t, "vda:qcow2:64M")
+	r := vb(t, open, "backup-begin", dom, "--target-dir", bed.Folder(t), "--wait", "--quiet")
+	wantCode(t, r, ExitOK)
+	if r.stdout != "" || r.stderr != "" {
+		t.Errorf("--quiet printed:\nstdout %q\nstderr %q", r.stdout, r.stderr)
+	}
+}
+
+// A job aborted from another process (virsh) makes --wait exit 1 with the
+// reason, and the checkpoint made with it is gone.
+func TestWaitJobAbortedElsewhere(t *testing.T) {
+	open, bed := realDaemon(t)
+	dom := bigDomain(t, bed)
+	var r result
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		r = vb(t, open, "backup-begin", dom, "--target-dir", bed.Folder(t), "--checkpoint", "x1", "--wait")
+	}()
+	waitForJob(t, bed, dom)
+	bed.Virsh(t, "domjobabort", dom)
+	wg.Wait()
+	wantCode(t, r, ExitFailure)
+	wantStderr(t, r, "cancel")
+	if out := bed.Virsh(t, "checkpoint-list", dom, "--name"); strings.TrimSpace(out) != "" {
+		t.Errorf("checkpoint left after the aborted job: %q", out)
+	}
+}
+
+func TestWaitTimeout(t *testing.T) {
+	open, bed := realDaemon(t)
+	dom := bigDomain(t, bed)
+	r := vb(t, open, "backup-begin", dom, "--target-dir", bed.Folder(t), "--checkpoint", "t1", "--wait", "--timeout", "300ms")
+	wantCode(t, r, ExitFailure)
+	wantStderr(t, r, "timed out after 300ms", "Checkpoint t1 deleted")
+	if out := bed.Virsh(t, "checkpoint-list", dom, "--name"); strings.TrimSpace(out) != "" {
+		t.Errorf("checkpoint left after the timeout: %q", out)
+	}
+}
+
+// Ctrl-C (SIGINT to the real binary) ends the job and deletes its
+// checkpoint, and says so.
+func TestWaitInterrupted(t *testing.T) {
+	_, bed := realDaemon(t)
+	dom := bigDomain(t, bed)
+	cmd := exec.Command(vbackupBinary(t, bed), "-c", bed.URI(), "backup-begin", dom, "--target-dir", bed.Folder(t), "--checkpoint", "i1", "--wait")
+	var stderr strings.Builder
+	cmd.Stderr = &stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	waitForJob(t, bed, dom)
+	time.Sleep(300 * time.Millisecond)
+	if err := cmd.Process.Signal(syscall.SIGINT); err != nil {
+		t.Fatal(err)
+	}
+	err := cmd.Wait()
+	if exit, ok := err.(*exec.ExitError); !ok || exit.ExitCode() != ExitFailure {
+		t.Fatalf("exit: %v, want 1\n%s", err, stderr.String())
+	}
+	for _, want := range []string{"interrupted: ending the backup job", "Checkpoint i1 deleted"} {
+		if !strings.Contains(stderr.String(), want) {
+			t.Errorf("stderr lacks %q:\n%s", want, stderr.String())
+		}
+	}
+	if out := bed.Virsh(t, "domjobinfo", dom); !strings.Contains(out, "None") {
+		t.Errorf("job still there after Ctrl-C:\n%s", out)
+	}
+	if out := bed.Virsh(t, "checkpoint-list", dom, "--name"); strings.TrimSpace(out) != "" {
+		t.Errorf("checkpoint left after Ctrl-C: %q", out)
+	}
+}
+
+// On a terminal (a pseudo-terminal made by script(1)) each disk gets a bar,
+// and a summary ends the output.
+func TestWaitTerminalBars(t *testing.T) {
+	_, bed := realDaemon(t)
+	dom := bigDomain(t, bed)
+	line := strings.Join([]string{vbackupBinary(t, bed), "-c", "'" + bed.URI() + "'", "backup-begin", dom, "--target-dir", bed.Folder(t), "--wait"}, " ")
+	out, err := exec.Command("script", "-qec", "stty cols 100; "+line+" >/dev/null", "/dev/null").CombinedOutput()
+	if err != nil {
+		t.Fatalf("%v\n%s", err, out)
+	}
+	screen := string(out)
+	for _, want := range []string{"vda", "vdb", "\x1b[", "completed"} {
+		if !strings.Contains(screen, want) {
+			t.Errorf("terminal output lacks %q:\n%q", want, screen)
+		}
+	}
+}
+
+// backup-status --watch attaches to a job another process started.
+func TestStatusWatch(t *testing.T) {
+	open, bed := realDaemon(t)
+	dom := bigDomain(t, bed)
+	bed.Virsh(t, "backup-begin", dom)
+	r := vb(t, open, "backup-status", dom, "--watch", "--json")
+	wantCode(t, r, ExitOK)
+	sc := bufio.NewScanner(strings.NewReader(r.stdout))
+	var lastLine string
+	n := 0
+	for sc.Scan() {
+		lastLine = sc.Text()
+		n++
+	}
+	if n < 3 || !strings.Contains(lastLine, `"completed"`) {
+		t.Errorf("%d lines, last %s", n, lastLine)
+	}
+}
+
+// waitForJob waits until the domain has a job running.
+func waitForJob(t *testing.T, bed *testbed.Bed, dom string) {
+	t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	for time.Now().Before(deadline) {
+		if out, err := bed.TryVirsh("domjobinfo", dom); err == nil && strings.Contains(out, "Unbounded") {
+			return
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	t.Fatal("no job started within 30 s")
+}
+
+var (
+	binaryOnce sync.Once
+	binaryPath string
+	binaryErr  error
+)
+
+// vbackupBinary builds the real binary once per test process, for tests
+// that need a separate process (signals, a pseudo-terminal).
+func vbackupBinary(t *testing.T, bed *testbed.Bed) string {
+	t.Helper()
+	binaryOnce.Do(func() {
+		root, err := testbed.ModuleRoot()
+		if err != nil {
+			binaryErr = err
+			return
+		}
+		// Inside the bed: its teardown removes the binary too.
+		dir, err := os.MkdirTemp(bed.Dir(), "bin-")
+		if err != nil {
+			binaryErr = err
+			return
+		}
+		binaryPath = filepath.Join(dir, "vbackup")
+		cmd := exec.CommandContext(context.Background(), "go", "build", "-o", binaryPath, ".")
+		cmd.Dir = root
+		if out, err := cmd.CombinedOutput(); err != nil {
+			binaryErr = err
+			binaryPath = string(out)
+		}
+	})
+	if binaryErr != nil {
+		t.Fatalf("building vbackup: %v\n%s", binaryErr, binaryPath)
+	}
+	return binaryPath
+}
