@@ -155,6 +155,11 @@ func (w *watcher) sample(ctx context.Context) (bool, error) {
 	}
 	s.Done, s.Total = job.DataProcessed, job.DataTotal
 	s.TempUsed, s.TempTotal = job.TempUsed, job.TempTotal
+	// libvirt's job-wide numbers trail the disks' own; once every disk's
+	// total is known, their sum keeps the job line in step with the disks.
+	if done, total, ok := sumDisks(w.disks); ok && !w.b.pull() {
+		s.Done, s.Total = done, total
+	}
 	w.opts.Printer.Update(s)
 	return false, nil
 }
@@ -293,4 +298,14 @@ func (w *watcher) reconnect(ctx context.Context) error {
 	w.opts.Printer.Finish(progress.Result{At: w.env.Now(), State: "unknown", Error: "the connection to libvirtd was lost", Elapsed: w.env.Now().Sub(w.started)})
 	return fmt.Errorf("domain %q: the connection to libvirtd was lost and the job's outcome is unknown; check with 'vbackup backup-status %s --completed' and 'vbackup checkpoint-list %s'",
 		w.dom.Name(), w.dom.Name(), w.dom.Name())
+}
+
+func sumDisks(disks []progress.Disk) (done, total uint64, ok bool) {
+	for _, d := range disks {
+		if d.Total == 0 {
+			return 0, 0, false
+		}
+		done, total = done+d.Done, total+d.Total
+	}
+	return done, total, len(disks) > 0
 }

@@ -15,22 +15,18 @@ show() { for a; do case $a in *[[:space:]]*) printf "'%s' " "$a" ;; *) printf '%
 run() { bold "\$ $(show "$@")"; "$@"; }
 vb() { run vbackup "$@"; }
 vbackup() { "$vbackup" "$@"; }
-wait_job() { # until the job ends (backup-begin --wait comes with the progress work)
-  while vbackup backup-status "$1" --json | grep -q '"state": "running"'; do sleep 0.2; done
-}
 
 echo "Starting a throwaway libvirtd + QEMU in $bed ..."
 export LIBVIRT_DEFAULT_URI=$("$here/testbed.sh" up "$bed" 2>/dev/null)
-"$here/testbed.sh" domain "$bed" demo vda:qcow2:256M vdb:qcow2:64M >/dev/null
+"$here/testbed.sh" domain "$bed" demo vda:qcow2:2G vdb:qcow2:1G >/dev/null
 vda=$bed/images/demo/vda.qcow2 vdb=$bed/images/demo/vdb.qcow2
 out=$bed/backups; mkdir -p "$out"; chown vbtest "$out"
-"$here/testbed.sh" write "$bed" demo vda 0x11 0 32M
-"$here/testbed.sh" write "$bed" demo vdb 0x22 1M 8M
-echo "Domain 'demo' runs with two qcow2 disks; the guest has written 32 MiB to vda and 8 MiB to vdb."
+"$here/testbed.sh" write "$bed" demo vda 0x11 0 1G
+"$here/testbed.sh" write "$bed" demo vdb 0x22 1M 512M
+echo "Domain 'demo' runs with two qcow2 disks; the guest has written 1 GiB to vda and 512 MiB to vdb."
 
-bold "# 1. A full push backup, with checkpoint 'monday' created with it"
-vb backup-begin demo --target-dir "$out" --checkpoint monday
-wait_job demo
+bold "# 1. A full push backup, with checkpoint 'monday' created with it; --wait shows each disk's progress"
+vb backup-begin demo --target-dir "$out" --checkpoint monday --wait
 vb backup-status demo --completed
 bold "# Proof: each target equals its disk"
 run qemu-img compare -U "$vda" "$out/demo.vda.monday.qcow2"
