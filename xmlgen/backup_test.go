@@ -1,8 +1,6 @@
 package xmlgen
 
 import (
-	"os"
-	"path/filepath"
 	"testing"
 
 	"vbackup/virt"
@@ -66,22 +64,7 @@ func TestBackupXMLGolden(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			path := filepath.Join(goldenDir, tt.golden)
-			if *update {
-				if err := os.WriteFile(path, []byte(got), 0o644); err != nil {
-					t.Fatal(err)
-				}
-			}
-			want, err := os.ReadFile(path)
-			if err != nil {
-				t.Fatalf("%v (run go test ./xmlgen -update to create it)", err)
-			}
-			if got != string(want) {
-				t.Errorf("BackupXML differs from %s (go test ./xmlgen -update rewrites it):\n--- got\n%s--- want\n%s", path, got, want)
-			}
-			if err := validate(t, got, "domainbackup"); err != nil {
-				t.Errorf("libvirt's schema rejects the document: %v\n%s", err, got)
-			}
+			assertGolden(t, tt.golden, got, "domainbackup")
 		})
 	}
 }

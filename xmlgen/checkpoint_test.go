@@ -2,8 +2,6 @@ package xmlgen
 
 import (
 	"flag"
-	"os"
-	"path/filepath"
 	"testing"
 
 	"vbackup/virt"
@@ -61,22 +59,7 @@ func TestCheckpointXMLGolden(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			path := filepath.Join(goldenDir, tt.golden)
-			if *update {
-				if err := os.WriteFile(path, []byte(got), 0o644); err != nil {
-					t.Fatal(err)
-				}
-			}
-			want, err := os.ReadFile(path)
-			if err != nil {
-				t.Fatalf("%v (run go test ./xmlgen -update to create it)", err)
-			}
-			if got != string(want) {
-				t.Errorf("CheckpointXML differs from %s (go test ./xmlgen -update rewrites it):\n--- got\n%s--- want\n%s", path, got, want)
-			}
-			if err := validate(t, got, "domaincheckpoint"); err != nil {
-				t.Errorf("libvirt's schema rejects the document: %v\n%s", err, got)
-			}
+			assertGolden(t, tt.golden, got, "domaincheckpoint")
 		})
 	}
 }

@@ -67,3 +67,26 @@ func wantInvalid(t *testing.T, doc, schema string) {
 		t.Fatalf("virt-xml-validate failed for another reason than the document: %v", err)
 	}
 }
+
+// assertGolden compares a generated document with its golden file
+// (rewritten by go test ./xmlgen -update) and validates it against
+// libvirt's schema.
+func assertGolden(t *testing.T, golden, got, schema string) {
+	t.Helper()
+	path := filepath.Join(goldenDir, golden)
+	if *update {
+		if err := os.WriteFile(path, []byte(got), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	want, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatalf("%v (run go test ./xmlgen -update to create it)", err)
+	}
+	if got != string(want) {
+		t.Errorf("the document differs from %s (go test ./xmlgen -update rewrites it):\n--- got\n%s--- want\n%s", path, got, want)
+	}
+	if err := validate(t, got, schema); err != nil {
+		t.Errorf("libvirt's schema rejects the document: %v\n%s", err, got)
+	}
+}
