@@ -10,6 +10,8 @@ packages=(
   libvirt-clients libxml2-utils                         # virsh, virt-xml-validate, RNG schemas
   libnbd-bin nbdkit                                     # nbdinfo, nbdcopy; a reference NBD server
   util-linux                                            # runuser, setsid, script
+  bash-completion zsh fish                              # the shells whose completion the tests drive
+  bc                                                    # bench/ arithmetic
 )
 
 missing=()

@@ -76,6 +76,9 @@ func (c *Conn) Close() error {
 	for _, d := range doms {
 		_ = d.Free()
 	}
+	// The close callback holds a reference: without this the socket stays
+	// open, and a process opening many connections exhausts libvirtd's fds.
+	_ = c.lv.UnregisterCloseCallback()
 	return c.call("virConnectClose", "", func() error {
 		_, err := c.lv.Close()
 		return err
@@ -125,6 +128,28 @@ func (c *Conn) Domains(ctx context.Context, active bool) ([]string, error) {
 	var doms []libvirt.Domain
 	err := c.call("virConnectListAllDomains", "", func() (err error) {
 		doms, err = c.lv.ListAllDomains(flags)
+		return err
+	})
+	if err != nil {
+		return nil, err
+	}
+	names := make([]string, 0, len(doms))
+	for i := range doms {
+		if n, err := doms[i].GetName(); err == nil {
+			names = append(names, n)
+		}
+		_ = doms[i].Free()
+	}
+	sort.Strings(names)
+	return names, nil
+}
+
+// DomainsWithCheckpoints lists, sorted, the domains that have at least one
+// checkpoint, in one call (shell completion of checkpoint-* commands).
+func (c *Conn) DomainsWithCheckpoints(ctx context.Context) ([]string, error) {
+	var doms []libvirt.Domain
+	err := c.call("virConnectListAllDomains", "has-checkpoint", func() (err error) {
+		doms, err = c.lv.ListAllDomains(libvirt.CONNECT_LIST_DOMAINS_HAS_CHECKPOINT)
 		return err
 	})
 	if err != nil {
