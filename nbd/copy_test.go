@@ -1,0 +1,177 @@
+package nbd
+
+import (
+	"bytes"
+	"errors"
+	"io"
+	"math/rand/v2"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+// memDst is an in-memory io.WriterAt; with zeroer set it is a ZeroerAt
+// too, counting what it was asked to zero.
+type memDst struct {
+	b      []byte
+	zeroed int64
+}
+
+func (m *memDst) WriteAt(p []byte, off int64) (int, error) { return copy(m.b[off:], p), nil }
+
+type zeroingDst struct{ *memDst }
+
+func (z zeroingDst) ZeroAt(off, n int64) error {
+	clear(z.b[off : off+n])
+	z.zeroed += n
+	return nil
+}
+
+func TestCopySparse(t *testing.T) {
+	img, want := sparseImage(t)
+	s := qemuNBD(t, img, "-r", "-f", "qcow2")
+	c := dial(t, s.uri(), Options{MetaContexts: []string{ContextAllocation}})
+	out := filepath.Join(t.TempDir(), "out.raw")
+	f, err := os.Create(out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	f.Truncate(int64(len(want)))
+	var progress int64
+	n, err := Copy(testCtx(t), c, f, CopyOptions{RequestSize: 256 << 10, Progress: func(n int64) { progress += n }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if data := int64(1<<20 + 64<<10 + 3<<20); n != data || progress != data {
+		t.Errorf("Copy wrote %d bytes, progress said %d; want only the %d of data", n, progress, data)
+	}
+	got, _ := os.ReadFile(out)
+	if !bytes.Equal(got, want) {
+		t.Error("copy differs from the image")
+	}
+}
+
+// An incremental copy over the previous backup: only what the bitmap
+// marks dirty is read, and dirty ranges that now read as zeroes are zeroed.
+func TestCopyDirty(t *testing.T) {
+	img := filepath.Join(t.TempDir(), "inc.qcow2")
+	run(t, "qemu-img", "create", "-q", "-f", "qcow2", img, "8M")
+	run(t, "qemu-io", "-c", "write -P 0xaa 0 4M", img)
+	old := make([]byte, 8<<20)
+	copy(old, bytes.Repeat([]byte{0xaa}, 4<<20))
+	run(t, "qemu-img", "bitmap", "--add", "--enable", img, "b0")
+	run(t, "qemu-io", "-c", "write -P 0xcd 1M 64k", "-c", "write -z 3M 64k", "-c", "write -P 0xee 6M 128k", img)
+	want := bytes.Clone(old)
+	copy(want[1<<20:], bytes.Repeat([]byte{0xcd}, 64<<10))
+	clear(want[3<<20 : 3<<20+64<<10])
+	copy(want[6<<20:], bytes.Repeat([]byte{0xee}, 128<<10))
+	s := qemuNBD(t, img, "-r", "-f", "qcow2", "-B", "b0")
+	c := dial(t, s.uri(), Options{MetaContexts: []string{ContextAllocation, "qemu:dirty-bitmap:b0"}})
+
+	for _, zeroer := range []bool{false, true} {
+		m := &memDst{b: bytes.Clone(old)}
+		var dst io.WriterAt = m
+		if zeroer {
+			dst = zeroingDst{m}
+		}
+		n, err := Copy(testCtx(t), c, dst, CopyOptions{Dirty: "qemu:dirty-bitmap:b0", DstNotZero: true})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if n != 256<<10 || !bytes.Equal(m.b, want) {
+			t.Errorf("zeroer %v: wrote %d bytes (want 256 KiB), result right: %v", zeroer, n, bytes.Equal(m.b, want))
+		}
+		if zeroer && m.zeroed != 64<<10 {
+			t.Errorf("ZeroAt zeroed %d bytes; want 64 KiB", m.zeroed)
+		}
+	}
+	if _, err := Copy(testCtx(t), c, &memDst{b: make([]byte, 8<<20)}, CopyOptions{Dirty: "qemu:dirty-bitmap:nope"}); !errors.Is(err, ErrUnsupported) {
+		t.Errorf("Copy with a bitmap not negotiated: %v; want ErrUnsupported", err)
+	}
+}
+
+func TestCopyMultiConn(t *testing.T) {
+	s := nbdkit(t, "pattern", "size=96M")
+	c := dial(t, s.uri(), Options{})
+	m := &memDst{b: make([]byte, 96<<20)}
+	n, err := Copy(testCtx(t), c, m, CopyOptions{Connections: 4, InFlight: 8, RequestSize: 1 << 20})
+	if err != nil || n != 96<<20 || !bytes.Equal(m.b, patternAt(0, 96<<20)) {
+		t.Errorf("Copy over 4 connections: %d bytes, %v; data right: %v", n, err, bytes.Equal(m.b, patternAt(0, 96<<20)))
+	}
+}
+
+func TestCopyReadError(t *testing.T) {
+	s := nbdkit(t, "--filter=error", "pattern", "size=64M", "error-pread=EIO", "error-pread-rate=1")
+	c := dial(t, withExport(s, "vda"), Options{})
+	_, err := Copy(testCtx(t), c, &memDst{b: make([]byte, 64<<20)}, CopyOptions{})
+	if !errors.Is(err, EIO) || !strings.Contains(err.Error(), `export "vda": read at offset`) {
+		t.Errorf("Copy from a failing disk: %v; want EIO naming the read", err)
+	}
+}
+
+// TestCopySpeed compares Copy with nbdcopy on a 1 GiB qemu-nbd export of
+// random data. It is a measurement, run only with NBD_BENCH=1.
+func TestCopySpeed(t *testing.T) {
+	if os.Getenv("NBD_BENCH") != "1" {
+		t.Skip("set NBD_BENCH=1 to compare Copy with nbdcopy")
+	}
+	need(t, "nbdcopy", "qemu-nbd")
+	dir := t.TempDir()
+	img := filepath.Join(dir, "random.raw")
+	buf := make([]byte, 1<<30)
+	rng := rand.NewChaCha8([32]byte{1})
+	rng.Read(buf)
+	if err := os.WriteFile(img, buf, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	s := qemuNBD(t, img, "-r", "-f", "raw")
+	out := filepath.Join(dir, "out.raw")
+	best := func(f func() error) time.Duration {
+		var b time.Duration
+		for range 3 {
+			os.Remove(out)
+			start := time.Now()
+			if err := f(); err != nil {
+				t.Fatal(err)
+			}
+			if d := time.Since(start); b == 0 || d < b {
+				b = d
+			}
+		}
+		return b
+	}
+	nbdcopy := best(func() error {
+		out, err := exec.Command("nbdcopy", s.uri(), out).CombinedOutput()
+		if err != nil {
+			return errors.New(string(out))
+		}
+		return nil
+	})
+	for _, o := range []CopyOptions{{}, {Connections: 2}, {InFlight: 64}, {RequestSize: 4 << 20}} {
+		ours := best(func() error {
+			c, err := Dial(testCtx(t), s.uri(), Options{MetaContexts: []string{ContextAllocation}})
+			if err != nil {
+				return err
+			}
+			defer c.Close()
+			f, err := os.Create(out)
+			if err != nil {
+				return err
+			}
+			defer f.Close()
+			f.Truncate(1 << 30)
+			_, err = Copy(testCtx(t), c, f, o)
+			return err
+		})
+		t.Logf("1 GiB: nbdcopy %v; Copy (request size %d, in flight %d, connections %d) %v: %.2f× nbdcopy's time",
+			nbdcopy, o.RequestSize, o.InFlight, o.Connections, ours, float64(ours)/float64(nbdcopy))
+	}
+	got, _ := os.ReadFile(out)
+	if !bytes.Equal(got, buf) {
+		t.Error("copy differs from the image")
+	}
+}
