@@ -10,7 +10,7 @@ LDFLAGS := -X vbackup/commands.Version=$(VERSION)
 # one importer and main, which links it.
 PURE_PKGS = $$($(GO) list ./... | grep -v -e '/virt/libvirtconn$$' -e '^vbackup$$' -e '/internal/testbed$$')
 
-.PHONY: all build deps check test demo install clean
+.PHONY: all build deps check test demo install completions clean
 
 all: build
 
@@ -22,7 +22,7 @@ build: deps
 
 # The checks a reviewer runs first; each fails the build.
 check: deps
-	@echo '== gofmt'; out=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \
+	@echo '== gofmt'; out=$$(gofmt -l .); \
 	  if [ -n "$$out" ]; then echo "gofmt would change: $$out"; exit 1; fi
 	@echo '== go vet'; $(GO) vet ./...
 	@echo '== go mod tidy'; $(GO) mod tidy -diff
@@ -39,8 +39,19 @@ test: check
 demo: build
 	@scripts/demo.sh bin/vbackup
 
+# The completion scripts are the committed ones (a test keeps them equal to
+# what 'vbackup completion SHELL' prints), each in its shell's vendor folder.
 install: build
 	install -D -m 0755 bin/vbackup $(DESTDIR)$(PREFIX)/bin/vbackup
+	install -D -m 0644 completions/vbackup.bash $(DESTDIR)$(PREFIX)/share/bash-completion/completions/vbackup
+	install -D -m 0644 completions/_vbackup $(DESTDIR)$(PREFIX)/share/zsh/vendor-completions/_vbackup
+	install -D -m 0644 completions/vbackup.fish $(DESTDIR)$(PREFIX)/share/fish/vendor_completions.d/vbackup.fish
+
+# Rewrites completions/ after a change to the scripts in commands/complete_scripts.go.
+completions: build
+	bin/vbackup completion bash > completions/vbackup.bash
+	bin/vbackup completion zsh > completions/_vbackup
+	bin/vbackup completion fish > completions/vbackup.fish
 
 clean:
 	rm -rf bin

@@ -56,12 +56,16 @@ func rootWith(env *Env, subs ...*cli.Command) *cli.Command {
 				Usage: "log each libvirt call and its duration to stderr",
 			},
 		},
-		Commands:                  subs,
+		Commands:                  append(subs, newCompleteCommand(env)),
 		EnableShellCompletion:     true,
 		DisableSliceFlagSeparator: true, // --diskspec vda,checkpoint=no is one value
 		OnUsageError:              onUsageError,
 		// Errors are printed once, by Main; the library must not exit.
 		ExitErrHandler: func(context.Context, *cli.Command, error) {},
+
+		// vbackup's own scripts: they complete flag values, disk specs and paths.
+		ConfigureShellCompletionCommand: completionScripts(env),
+
 		Action: func(ctx context.Context, cmd *cli.Command) error {
 			if cmd.NArg() > 0 {
 				return usageErrorf(cmd, "unknown command %q; run 'vbackup --help' for the list", cmd.Args().First())
