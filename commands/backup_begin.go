@@ -33,6 +33,8 @@ type backupBeginOptions struct {
 	Timeout               time.Duration // with Wait: end the job after this long
 	JSON                  bool          // with Wait: progress as JSON lines on stdout
 	Quiet                 bool          // only errors
+	FetchDir              string        // pull: read the exports into DIR, then end the job
+	Backing               string        // with FetchDir: the previous backup's folder
 
 	backupXML, checkpointXML string // the files' contents
 }
@@ -75,6 +77,8 @@ func newBackupBeginCommand(env *Env, run func(context.Context, *Env, backupBegin
 			&cli.DurationFlag{Name: "timeout", Usage: "with --wait, end the job (and its checkpoint) after `DURATION`, e.g. 2h"},
 			&cli.BoolFlag{Name: "json", Usage: "with --wait, print progress as JSON lines on stdout (see the README)"},
 			&cli.BoolFlag{Name: "quiet", Aliases: []string{"q"}, Usage: "print only errors; the exit status tells the outcome"},
+			&cli.StringFlag{Name: "fetch", Usage: "pull: read the exports into `DIR` (as backup-fetch), then end the job; a failed fetch discards the checkpoint"},
+			&cli.StringFlag{Name: "backing", Usage: "with --fetch of an incremental: back each file by the same disk's file in `DIR`"},
 		},
 		Action: func(ctx context.Context, cmd *cli.Command) error {
 			globals(env, cmd)
@@ -106,6 +110,8 @@ func newBackupBeginCommand(env *Env, run func(context.Context, *Env, backupBegin
 				Timeout:               cmd.Duration("timeout"),
 				JSON:                  cmd.Bool("json"),
 				Quiet:                 cmd.Bool("quiet"),
+				FetchDir:              cmd.String("fetch"),
+				Backing:               cmd.String("backing"),
 			}
 			for _, s := range cmd.StringSlice("disk") {
 				d, err := xmlgen.ParseBackupDisk(s)
@@ -141,9 +147,12 @@ func backupBeginFlagRules(cmd *cli.Command) error {
 	checks := []error{
 		exclusive(cmd, "push", "pull"),
 		requires(cmd, "timeout", "wait"),
-		requires(cmd, "json", "wait"),
 		exclusive(cmd, "json", "quiet"),
 		exclusive(cmd, "print-xml", "wait"),
+		exclusive(cmd, "fetch", "wait"),
+		requires(cmd, "fetch", "pull"),
+		requires(cmd, "backing", "fetch"),
+		requires(cmd, "json", "wait", "fetch"),
 		requires(cmd, "checkpoint-description", "checkpoint"),
 		requires(cmd, "insecure", "server"),
 	}
@@ -152,7 +161,10 @@ func backupBeginFlagRules(cmd *cli.Command) error {
 	}
 	checks = append(checks, exclusive(cmd, "checkpointxml", "checkpoint"), exclusive(cmd, "checkpointxml", "checkpoint-description"))
 	if cmd.Bool("pull") {
-		checks = append(checks, exclusive(cmd, "pull", "target-dir"), exclusive(cmd, "pull", "format"))
+		checks = append(checks, exclusive(cmd, "pull", "target-dir"))
+		if !cmd.IsSet("fetch") {
+			checks = append(checks, exclusive(cmd, "pull", "format"))
+		}
 	} else {
 		for _, name := range []string{"scratch-dir", "server", "tls"} {
 			if cmd.IsSet(name) {
@@ -233,6 +245,9 @@ func runBackupBegin(ctx context.Context, env *Env, opts backupBeginOptions) erro
 	}
 	if err := startBackup(ctx, env, out, dom, plan, opts.ReuseExternal); err != nil {
 		return err
+	}
+	if opts.FetchDir != "" {
+		return fetchAndEnd(ctx, env, dom, opts)
 	}
 	if !opts.Wait {
 		return nil
@@ -381,5 +396,37 @@ func checkTargets(spec xmlgen.BackupSpec, reuse bool) error {
 			return fmt.Errorf("--reuse-external: %s does not exist; create it first (qemu-img create), or leave out --reuse-external", path)
 		}
 	}
+	return nil
+}
+
+// fetchAndEnd reads the pull job's exports and ends the job; when the fetch
+// fails, the job's checkpoint is discarded with it, since nothing holds the
+// data it would claim.
+func fetchAndEnd(ctx context.Context, env *Env, dom virt.Domain, opts backupBeginOptions) error {
+	b, ok, err := currentBackup(ctx, dom)
+	if err != nil {
+		return err
+	}
+	if !ok {
+		return fmt.Errorf("domain %q: the pull job ended before its exports could be read", dom.Name())
+	}
+	fetchErr := fetchJob(ctx, env, dom, b, backupFetchOptions{Dir: opts.FetchDir, Format: opts.Spec.Format, Backing: opts.Backing,
+		Connections: 4, JSON: opts.JSON, Quiet: opts.Quiet})
+	if err := dom.AbortJob(ctx); err != nil {
+		return fmt.Errorf("domain %q: ending the pull job: %w", dom.Name(), err)
+	}
+	if err := waitJobEnd(ctx, dom, 60*time.Second); err != nil {
+		return err
+	}
+	if fetchErr != nil && b.hasRec {
+		if err := discardCheckpoint(ctx, env, dom, b.rec.Checkpoint); err != nil {
+			return err
+		}
+	}
+	_ = clearRecord(ctx, dom, b)
+	if fetchErr != nil {
+		return fmt.Errorf("%w; the job was ended, and its checkpoint discarded", fetchErr)
+	}
+	fmt.Fprintf(env.Stderr, "Backup job of domain %s ended.\n", dom.Name())
 	return nil
 }

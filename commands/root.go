@@ -21,6 +21,7 @@ func newRoot(env *Env) *cli.Command {
 		newBackupDumpXMLCommand(env, runBackupDumpXML),
 		newBackupEndCommand(env, runBackupEnd),
 		newBackupStatusCommand(env, runBackupStatus),
+		newBackupFetchCommand(env, runBackupFetch),
 	)
 }
 

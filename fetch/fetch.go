@@ -1,0 +1,269 @@
+// Package fetch reads the NBD exports of a pull backup into files: a full
+// export into a sparse raw file or a qcow2, an incremental one into a qcow2
+// that holds only the changed extents (optionally backed by the previous
+// backup of the same disk). Files appear under their final names only when
+// complete.
+package fetch
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"vbackup/nbd"
+	"vbackup/progress"
+)
+
+// Disk is one export to fetch.
+type Disk struct {
+	Name    string // disk target, for messages and progress
+	URI     string // the export's NBD URI
+	Bitmap  string // incremental: the meta context listing changed blocks; "" for a full export
+	Path    string // the file to write; must not exist
+	Format  string // "raw" or "qcow2"
+	Backing string // qcow2 of an incremental: the previous backup of the disk; "" for none
+}
+
+// Options qualify Run.
+type Options struct {
+	Connections int // NBD connections per disk (more only if the server allows multi-conn)
+	InFlight    int // requests in flight per disk
+	Request     int // bytes per request
+	Printer     progress.Printer
+	Now         func() time.Time
+	Every       time.Duration // between progress samples
+}
+
+// Result is what a fetch copied.
+type Result struct {
+	Disks []DiskResult
+}
+
+// DiskResult is one disk's part.
+type DiskResult struct {
+	Name    string
+	Path    string
+	Size    uint64 // the disk's virtual size
+	Copied  uint64 // bytes of data read from the export
+	Zeroed  uint64 // bytes written as zeroes (changed blocks that read as zero)
+	Extents int
+}
+
+const baseAllocation = "base:allocation"
+
+// Run fetches every disk, concurrently, and returns only when all are
+// complete; on failure no file it was writing is left behind.
+func Run(ctx context.Context, disks []Disk, opts Options) (Result, error) {
+	opts = defaults(opts)
+	for _, d := range disks {
+		if _, err := os.Lstat(d.Path); err == nil {
+			return Result{}, fmt.Errorf("%s exists already; vbackup never writes over a backup: move it away or fetch into another folder", d.Path)
+		}
+	}
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	jobs := make([]*diskJob, len(disks))
+	for i, d := range disks {
+		jobs[i] = &diskJob{disk: d, opts: opts}
+	}
+	start := opts.Now()
+	stopSampling := sample(ctx, jobs, opts)
+	var wg sync.WaitGroup
+	errs := make([]error, len(jobs))
+	for i, j := range jobs {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if errs[i] = j.run(ctx); errs[i] != nil {
+				cancel() // one disk failing ends the fetch
+			}
+		}()
+	}
+	wg.Wait()
+	stopSampling()
+	res := Result{}
+	var total uint64
+	for _, j := range jobs {
+		res.Disks = append(res.Disks, j.result)
+		total += j.result.Copied
+	}
+	err := firstError(errs)
+	final := progress.Result{At: opts.Now(), Elapsed: opts.Now().Sub(start), Bytes: total, State: progress.JobCompleted}
+	if err != nil {
+		final.State, final.Error = progress.JobFailed, err.Error()
+		if errors.Is(err, context.Canceled) && ctx.Err() != nil {
+			final.State = progress.JobCancelled
+		}
+	}
+	opts.Printer.Update(snapshot(jobs, opts.Now()))
+	opts.Printer.Finish(final)
+	return res, err
+}
+
+func defaults(o Options) Options {
+	if o.Connections <= 0 {
+		o.Connections = 4
+	}
+	if o.InFlight <= 0 {
+		o.InFlight = 16
+	}
+	if o.Request <= 0 {
+		o.Request = 256 << 10 // larger requests leave the CPU cache between read and write (measured: slower)
+	}
+	if o.Printer == nil {
+		o.Printer = progress.NewQuiet()
+	}
+	if o.Now == nil {
+		o.Now = time.Now
+	}
+	if o.Every <= 0 {
+		o.Every = 250 * time.Millisecond
+	}
+	return o
+}
+
+// firstError prefers the error that caused the others (they see a
+// cancelled context).
+func firstError(errs []error) error {
+	var cancelled error
+	for _, err := range errs {
+		switch {
+		case err == nil:
+		case errors.Is(err, context.Canceled):
+			cancelled = err
+		default:
+			return err
+		}
+	}
+	return cancelled
+}
+
+// diskJob fetches one disk.
+type diskJob struct {
+	disk   Disk
+	opts   Options
+	result DiskResult
+
+	total atomic.Uint64 // bytes to copy, once the map is known
+	done  atomic.Uint64
+	state atomic.Value // progress.DiskState
+}
+
+func (j *diskJob) run(ctx context.Context) (err error) {
+	j.state.Store(progress.DiskRunning)
+	defer func() {
+		if err != nil {
+			j.state.Store(progress.DiskFailed)
+			if errors.Is(err, context.Canceled) {
+				j.state.Store(progress.DiskCancelled)
+			}
+			err = fmt.Errorf("disk %s: %w", j.disk.Name, err)
+		} else {
+			j.state.Store(progress.DiskDone)
+		}
+	}()
+	j.result = DiskResult{Name: j.disk.Name, Path: j.disk.Path}
+	contexts := []string{baseAllocation}
+	if j.disk.Bitmap != "" {
+		contexts = append(contexts, j.disk.Bitmap)
+	}
+	src, err := openSource(ctx, j.disk.URI, contexts, j.opts.Connections)
+	if err != nil {
+		return err
+	}
+	defer src.close()
+	size := src.conns[0].Export().Size
+	j.result.Size = size
+	plan, err := mapExtents(ctx, src.conns[0], j.disk.Bitmap, size)
+	if err != nil {
+		return err
+	}
+	j.result.Extents = len(plan)
+	j.total.Store(plan.bytes())
+
+	partial := j.disk.Path + ".partial"
+	if _, err := os.Lstat(partial); err == nil {
+		// A .partial is never a backup: it is what a failed fetch left.
+		if err := os.Remove(partial); err != nil {
+			return err
+		}
+	}
+	dst, err := createTarget(ctx, partial, j.disk.Format, j.disk.Backing, size)
+	if err != nil {
+		return err
+	}
+	defer func() {
+		if err != nil {
+			dst.abort()
+			os.Remove(partial)
+		}
+	}()
+	if err := copyExtents(ctx, src, dst, plan, j.opts, &j.done, &j.result); err != nil {
+		return err
+	}
+	if err := dst.finish(ctx); err != nil {
+		return fmt.Errorf("finishing %s: %w", partial, err)
+	}
+	if err := os.Rename(partial, j.disk.Path); err != nil {
+		return err
+	}
+	return syncDir(filepath.Dir(j.disk.Path))
+}
+
+// source is one or more connections to an export.
+type source struct {
+	conns []*nbd.Conn
+}
+
+func openSource(ctx context.Context, uri string, contexts []string, n int) (*source, error) {
+	first, err := nbd.Dial(ctx, uri, nbd.Options{MetaContexts: contexts})
+	if err != nil {
+		return nil, err
+	}
+	for _, want := range contexts {
+		if !hasContext(first.MetaContexts(), want) {
+			first.Close()
+			return nil, fmt.Errorf("the export %s does not offer the meta context %q (is this the pull job's export?)", uri, want)
+		}
+	}
+	s := &source{conns: []*nbd.Conn{first}}
+	if first.Export().Flags.CanMultiConn() {
+		for i := 1; i < n; i++ {
+			c, err := first.Clone(ctx)
+			if err != nil {
+				break // fewer connections is still correct
+			}
+			s.conns = append(s.conns, c)
+		}
+	}
+	return s, nil
+}
+
+func (s *source) close() {
+	for _, c := range s.conns {
+		c.Close()
+	}
+}
+
+func hasContext(list []string, name string) bool {
+	for _, c := range list {
+		if c == name {
+			return true
+		}
+	}
+	return false
+}
+
+func syncDir(dir string) error {
+	d, err := os.Open(dir)
+	if err != nil {
+		return err
+	}
+	defer d.Close()
+	return d.Sync()
+}
