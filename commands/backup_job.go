@@ -71,6 +71,12 @@ func settle(ctx context.Context, env *Env, dom virt.Domain) error {
 		return err
 	}
 	switch {
+	case rec.Discard:
+		// vbackup was ending this job unfinished when it was interrupted.
+		fmt.Fprintf(env.Stderr, "note: the backup job started %s was being ended before it finished\n", rec.Started.Local().Format(time.DateTime))
+		if err := discardCheckpoint(ctx, env, dom, rec.Checkpoint); err != nil {
+			return err
+		}
 	case rec.Pull && done.State != virt.JobFailed:
 		// A pull ends by being aborted; whether its reader finished, only
 		// the one who ended it knows.

@@ -15,6 +15,7 @@ type watchOptions struct {
 	Printer  progress.Printer
 	Timeout  time.Duration // 0: none
 	Interval time.Duration // between samples; libvirt is asked at most 4 times a second
+	Started  time.Time     // when watching began (kept across a reconnection); zero: now
 }
 
 // watcher follows one backup job until it ends. The numbers come from
@@ -40,7 +41,10 @@ func watchBackup(ctx context.Context, env *Env, dom virt.Domain, opts watchOptio
 	if opts.Interval < 250*time.Millisecond {
 		opts.Interval = 250 * time.Millisecond
 	}
-	w := &watcher{env: env, dom: dom, opts: opts, started: env.Now()}
+	if opts.Started.IsZero() {
+		opts.Started = env.Now()
+	}
+	w := &watcher{env: env, dom: dom, opts: opts, started: opts.Started}
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	events, err := dom.Events(ctx)
@@ -100,7 +104,7 @@ func watchBackup(ctx context.Context, env *Env, dom virt.Domain, opts watchOptio
 			go func() {
 				<-sigs
 				fmt.Fprintf(env.Stderr, "\nInterrupted again: leaving now. The job may still be running (see 'vbackup backup-status %s')%s.\n",
-					dom.Name(), w.leftCheckpoint())
+					w.dom.Name(), w.leftCheckpoint())
 				env.Exit(ExitFailure)
 			}()
 			return w.stop(ctx, "interrupted")
@@ -110,7 +114,7 @@ func watchBackup(ctx context.Context, env *Env, dom virt.Domain, opts watchOptio
 
 func (w *watcher) leftCheckpoint() string {
 	if w.b.hasRec && w.b.rec.Checkpoint != "" {
-		return fmt.Sprintf(", and checkpoint %s with it: end both with 'vbackup backup-end %s'", w.b.rec.Checkpoint, w.dom.Name())
+		return fmt.Sprintf("; checkpoint %s is marked for deletion: 'vbackup backup-end %s' ends the job, if it still runs, and deletes it", w.b.rec.Checkpoint, w.dom.Name())
 	}
 	return ""
 }
@@ -253,6 +257,13 @@ func (w *watcher) finish(ctx context.Context, ended *virt.Job) error {
 // deletes its checkpoint as backup-end would.
 func (w *watcher) stop(ctx context.Context, why string) error {
 	fmt.Fprintf(w.env.Stderr, "\n%s: ending the backup job of domain %s...\n", why, w.dom.Name())
+	if w.b.hasRec {
+		// Recorded first: if vbackup is stopped before it deletes the
+		// checkpoint, the next vbackup command deletes it.
+		rec := w.b.rec
+		rec.Discard = true
+		_ = w.dom.SetBackupRecord(ctx, rec)
+	}
 	if err := w.dom.AbortJob(ctx); err != nil {
 		return fmt.Errorf("domain %q: %s, and ending its job failed: %w; end it with 'vbackup backup-end %s'", w.dom.Name(), why, err, w.dom.Name())
 	}
@@ -283,7 +294,9 @@ func (w *watcher) reconnect(ctx context.Context) error {
 				w.dom = dom
 				if _, ok, jerr := currentBackup(ctx, dom); jerr == nil && ok {
 					fmt.Fprintf(w.env.Stderr, "Reconnected; the job still runs.\n")
-					return watchBackup(ctx, w.env, dom, w.opts)
+					opts := w.opts
+					opts.Started = w.started
+					return watchBackup(ctx, w.env, dom, opts)
 				}
 				if done, jerr := dom.Job(ctx, true); jerr == nil && done.State != virt.JobNone {
 					return w.finish(ctx, nil)

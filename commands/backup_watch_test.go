@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"vbackup/internal/testbed"
+	"vbackup/virt"
 )
 
 // bigDomain is a domain with two disks holding 512 MiB of data each: a push
@@ -247,4 +248,30 @@ func vbackupBinary(t *testing.T, bed *testbed.Bed) string {
 		t.Fatalf("building vbackup: %v\n%s", binaryErr, binaryPath)
 	}
 	return binaryPath
+}
+
+// A vbackup stopped while ending a job unfinished (a second Ctrl-C) leaves
+// the job's record marked; the next vbackup command deletes the checkpoint.
+func TestDiscardMarkIsHonoured(t *testing.T) {
+	open, bed := realDaemon(t)
+	dom := bed.Domain(t, "vda:qcow2:64M")
+	wantCode(t, vb(t, open, "checkpoint-create-as", dom, "d1"), ExitOK)
+	conn, err := open(context.Background(), "", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	d, err := conn.Domain(context.Background(), dom)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := d.SetBackupRecord(context.Background(), virt.BackupRecord{Checkpoint: "d1", Pull: true, Started: time.Now(), Discard: true}); err != nil {
+		t.Fatal(err)
+	}
+	r := vb(t, open, "backup-status", dom)
+	wantCode(t, r, ExitOK)
+	wantStderr(t, r, "was being ended before it finished", "Checkpoint d1 deleted")
+	if r := vb(t, open, "checkpoint-list", dom, "--name"); r.stdout != "\n" {
+		t.Errorf("checkpoints: %q", r.stdout)
+	}
 }

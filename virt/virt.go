@@ -214,4 +214,5 @@ type BackupRecord struct {
 	Checkpoint string    // created with the job; "" when none
 	Pull       bool      // pull mode (push otherwise)
 	Started    time.Time // when backup-begin started it
+	Discard    bool      // vbackup began ending the job unfinished: its checkpoint must go
 }

@@ -140,10 +140,11 @@ const (
 )
 
 type recordXML struct {
-	XMLName    xml.Name `xml:"job"`
-	Checkpoint string   `xml:"checkpoint,omitempty"`
-	Mode       string   `xml:"mode"`
-	Started    string   `xml:"started"`
+	XMLName    xml.Name  `xml:"job"`
+	Checkpoint string    `xml:"checkpoint,omitempty"`
+	Mode       string    `xml:"mode"`
+	Started    string    `xml:"started"`
+	Discard    *struct{} `xml:"discard"`
 }
 
 // SetBackupRecord remembers the job vbackup started.
@@ -151,6 +152,9 @@ func (d *Domain) SetBackupRecord(ctx context.Context, rec virt.BackupRecord) err
 	x := recordXML{Checkpoint: rec.Checkpoint, Mode: "push", Started: rec.Started.UTC().Format(time.RFC3339)}
 	if rec.Pull {
 		x.Mode = "pull"
+	}
+	if rec.Discard {
+		x.Discard = &struct{}{}
 	}
 	doc, err := xml.Marshal(x)
 	if err != nil {
@@ -183,7 +187,7 @@ func (d *Domain) BackupRecord(ctx context.Context) (virt.BackupRecord, bool, err
 	if err := xml.Unmarshal([]byte(doc), &x); err != nil {
 		return virt.BackupRecord{}, false, fmt.Errorf("domain %s: vbackup's job record: %w", d.name, err)
 	}
-	rec := virt.BackupRecord{Checkpoint: x.Checkpoint, Pull: x.Mode == "pull"}
+	rec := virt.BackupRecord{Checkpoint: x.Checkpoint, Pull: x.Mode == "pull", Discard: x.Discard != nil}
 	rec.Started, _ = time.Parse(time.RFC3339, x.Started)
 	return rec, true, nil
 }
