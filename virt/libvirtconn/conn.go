@@ -125,31 +125,19 @@ func (c *Conn) Domains(ctx context.Context, active bool) ([]string, error) {
 	if !active {
 		flags |= libvirt.CONNECT_LIST_DOMAINS_INACTIVE
 	}
-	var doms []libvirt.Domain
-	err := c.call("virConnectListAllDomains", "", func() (err error) {
-		doms, err = c.lv.ListAllDomains(flags)
-		return err
-	})
-	if err != nil {
-		return nil, err
-	}
-	names := make([]string, 0, len(doms))
-	for i := range doms {
-		if n, err := doms[i].GetName(); err == nil {
-			names = append(names, n)
-		}
-		_ = doms[i].Free()
-	}
-	sort.Strings(names)
-	return names, nil
+	return c.listDomains(flags, "")
 }
 
 // DomainsWithCheckpoints lists, sorted, the domains that have at least one
 // checkpoint, in one call (shell completion of checkpoint-* commands).
 func (c *Conn) DomainsWithCheckpoints(ctx context.Context) ([]string, error) {
+	return c.listDomains(libvirt.CONNECT_LIST_DOMAINS_HAS_CHECKPOINT, "has-checkpoint")
+}
+
+func (c *Conn) listDomains(flags libvirt.ConnectListAllDomainsFlags, label string) ([]string, error) {
 	var doms []libvirt.Domain
-	err := c.call("virConnectListAllDomains", "has-checkpoint", func() (err error) {
-		doms, err = c.lv.ListAllDomains(libvirt.CONNECT_LIST_DOMAINS_HAS_CHECKPOINT)
+	err := c.call("virConnectListAllDomains", label, func() (err error) {
+		doms, err = c.lv.ListAllDomains(flags)
 		return err
 	})
 	if err != nil {
