@@ -129,7 +129,7 @@ func TestConnectFlag(t *testing.T) {
 	wantCode(t, r, ExitOK)
 	r = vb(t, open, "checkpoint-list", dom, "-c", "qemu+unix:///session?socket=/nonexistent/sock")
 	wantCode(t, r, ExitFailure)
-	wantStderr(t, r, "cannot connect to qemu+unix:///session?socket=/nonexistent/sock")
+	wantStderr(t, r, "cannot connect to qemu+unix:///session?socket=/nonexistent/sock", "is libvirtd running there", "-c URI")
 }
 
 // persistentBitmaps asks the running QEMU which persistent dirty bitmaps

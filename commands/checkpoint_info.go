@@ -3,10 +3,12 @@ package commands
 import (
 	"context"
 	"fmt"
+	"slices"
 
 	"github.com/urfave/cli/v3"
 
 	"vbackup/checkpoint"
+	"vbackup/virt"
 )
 
 type checkpointInfoOptions struct {
@@ -40,14 +42,16 @@ func runCheckpointInfo(ctx context.Context, env *Env, opts checkpointInfoOptions
 	if err != nil {
 		return err
 	}
-	cp, err := dom.Checkpoint(ctx, opts.Checkpoint)
-	if err != nil {
-		return checkpointErr(ctx, dom, opts.Checkpoint, err)
-	}
+	// One listing gives the checkpoint, its children and descendants.
 	all, err := dom.Checkpoints(ctx)
 	if err != nil {
 		return checkpointErr(ctx, dom, "", err)
 	}
+	idx := slices.IndexFunc(all, func(c virt.Checkpoint) bool { return c.Name == opts.Checkpoint })
+	if idx < 0 {
+		return noCheckpointIn(dom, opts.Checkpoint, all)
+	}
+	cp := all[idx]
 	nodes := make([]checkpoint.Node, len(all))
 	for i, c := range all {
 		nodes[i] = checkpoint.Node{Name: c.Name, Parent: c.Parent, Created: c.Created}

@@ -89,7 +89,7 @@ func runCheckpointList(ctx context.Context, env *Env, opts checkpointListOptions
 	}
 	if opts.Query.From != "" {
 		if _, ok := byName[opts.Query.From]; !ok {
-			return noCheckpoint(ctx, dom, opts.Query.From)
+			return noCheckpointIn(dom, opts.Query.From, cps)
 		}
 	}
 	selected, err := checkpoint.Select(nodes, opts.Query)

@@ -14,6 +14,9 @@ import (
 // that lists the domains the connection has.
 func openDomain(ctx context.Context, env *Env, name string) (virt.Conn, virt.Domain, error) {
 	conn, err := env.Conn(ctx)
+	if errors.Is(err, virt.ErrConnect) {
+		return nil, nil, fmt.Errorf("%w; is libvirtd running there (systemctl start libvirtd)? Name another connection with -c URI, e.g. -c qemu:///system", err)
+	}
 	if err != nil {
 		return nil, nil, err
 	}
@@ -37,6 +40,11 @@ func noCheckpoint(ctx context.Context, dom virt.Domain, name string) error {
 	if err != nil {
 		return fmt.Errorf("domain %q has no checkpoint %q", dom.Name(), name)
 	}
+	return noCheckpointIn(dom, name, cps)
+}
+
+// noCheckpointIn is noCheckpoint for a caller that has the list already.
+func noCheckpointIn(dom virt.Domain, name string, cps []virt.Checkpoint) error {
 	names := make([]string, len(cps))
 	for i, cp := range cps {
 		names[i] = cp.Name
