@@ -183,9 +183,6 @@ func (j *diskJob) run(ctx context.Context) (err error) {
 	if err != nil {
 		return err
 	}
-	j.result.Extents = len(plan)
-	j.total.Store(plan.bytes())
-
 	partial := j.disk.Path + ".partial"
 	if _, err := os.Lstat(partial); err == nil {
 		// A .partial is never a backup: it is what a failed fetch left.
@@ -193,10 +190,12 @@ func (j *diskJob) run(ctx context.Context) (err error) {
 			return err
 		}
 	}
-	dst, err := createTarget(ctx, partial, j.disk.Format, j.disk.Backing, size)
+	dst, plan, err := createTarget(partial, j.disk.Format, j.disk.Backing, size, plan)
 	if err != nil {
 		return err
 	}
+	j.result.Extents = len(plan)
+	j.total.Store(plan.bytes())
 	defer func() {
 		if err != nil {
 			dst.abort()

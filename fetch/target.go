@@ -4,14 +4,11 @@ import (
 	"context"
 	"fmt"
 	"os"
-	"os/exec"
 	"path/filepath"
-	"strconv"
-	"time"
 
 	"golang.org/x/sys/unix"
 
-	"vbackup/nbd"
+	"vbackup/qcow2"
 )
 
 // target is the file being written.
@@ -22,17 +19,21 @@ type target interface {
 	abort()
 }
 
-func createTarget(ctx context.Context, path, format, backing string, size uint64) (target, error) {
+// createTarget makes the file to write and returns the plan fitted to it.
+func createTarget(path, format, backing string, size uint64, p plan) (target, plan, error) {
 	switch format {
 	case "raw":
 		if backing != "" {
-			return nil, fmt.Errorf("a raw file cannot have a backing file; use --format qcow2")
+			return nil, nil, fmt.Errorf("a raw file cannot have a backing file; use --format qcow2")
 		}
-		return newRawTarget(path, size)
+		t, err := newRawTarget(path, size)
+		return t, p, err
 	case "qcow2":
-		return newQcow2Target(ctx, path, backing, size)
+		aligned, clusters := alignPlan(p, size)
+		t, err := newQcow2Target(path, backing, size, clusters)
+		return t, aligned, err
 	}
-	return nil, fmt.Errorf("unknown format %q: use raw or qcow2", format)
+	return nil, nil, fmt.Errorf("unknown format %q: use raw or qcow2", format)
 }
 
 // rawTarget is a sparse raw file: what is not written reads as zeroes.
@@ -69,19 +70,14 @@ func (t *rawTarget) finish(context.Context) error {
 
 func (t *rawTarget) abort() { t.f.Close() }
 
-// qcow2Target is a new qcow2 image (an overlay when it has a backing file)
-// written through qemu-nbd: qemu's own qcow2 writer, not one of ours.
-type qcow2Target struct {
-	path  string
-	dir   string
-	cmd   *exec.Cmd
-	exit  chan error
-	conns []*nbd.Conn
-	next  uint64
-}
+// qcow2Target is a new qcow2 image whose clusters are all known before it
+// is written (qcow2.Writer): data clusters land at precomputed offsets,
+// concurrently, as in a raw file; the metadata is written last. Going
+// through qemu-nbd instead measured 2.5x slower than qemu-img convert.
+type qcow2Target struct{ w *qcow2.Writer }
 
-func newQcow2Target(ctx context.Context, path, backing string, size uint64) (*qcow2Target, error) {
-	args := []string{"create", "-q", "-f", "qcow2"}
+func newQcow2Target(path, backing string, size uint64, clusters []qcow2.Cluster) (*qcow2Target, error) {
+	var opts qcow2.Options
 	if backing != "" {
 		abs, err := filepath.Abs(backing)
 		if err != nil {
@@ -90,108 +86,28 @@ func newQcow2Target(ctx context.Context, path, backing string, size uint64) (*qc
 		if _, err := os.Stat(abs); err != nil {
 			return nil, fmt.Errorf("backing file: %w", err)
 		}
-		args = append(args, "-F", "qcow2", "-b", abs)
+		opts = qcow2.Options{Backing: abs, BackingFormat: "qcow2"}
 	}
-	args = append(args, path, strconv.FormatUint(size, 10))
-	if out, err := exec.CommandContext(ctx, "qemu-img", args...).CombinedOutput(); err != nil {
-		return nil, fmt.Errorf("qemu-img create %s: %v: %s", path, err, out)
-	}
-	dir, err := os.MkdirTemp("", "vbackup-fetch-")
+	w, err := qcow2.Create(path, size, clusters, opts)
 	if err != nil {
 		return nil, err
 	}
-	t := &qcow2Target{path: path, dir: dir, exit: make(chan error, 1)}
-	sock := filepath.Join(dir, "nbd.sock")
-	const shared = 8
-	// --cache=unsafe: qemu-nbd skips its flushes (measured 1.5x faster than
-	// writeback here); durability comes from finish, which fsyncs the file
-	// after qemu-nbd has written its metadata and exited, before the rename.
-	t.cmd = exec.Command("qemu-nbd", "--format=qcow2", "--socket="+sock, "--shared="+strconv.Itoa(shared),
-		"--cache=unsafe", "--aio=threads", "--discard=unmap", path)
-	if err := t.cmd.Start(); err != nil {
-		os.RemoveAll(dir)
-		return nil, err
-	}
-	go func() { t.exit <- t.cmd.Wait() }()
-	uri := "nbd+unix:///?socket=" + sock
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		c, err := nbd.Dial(ctx, uri, nbd.Options{})
-		if err == nil {
-			t.conns = append(t.conns, c)
-			break
-		}
-		select {
-		case werr := <-t.exit:
-			os.RemoveAll(dir)
-			return nil, fmt.Errorf("qemu-nbd exited: %v", werr)
-		default:
-		}
-		if time.Now().After(deadline) {
-			t.abort()
-			return nil, fmt.Errorf("qemu-nbd did not answer on %s: %w", sock, err)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
-	for i := 1; i < 4; i++ {
-		c, err := t.conns[0].Clone(ctx)
-		if err != nil {
-			break
-		}
-		t.conns = append(t.conns, c)
-	}
-	return t, nil
+	return &qcow2Target{w: w}, nil
 }
 
-func (t *qcow2Target) conn(off uint64) *nbd.Conn {
-	return t.conns[(off>>21)%uint64(len(t.conns))]
+func (t *qcow2Target) writeAt(_ context.Context, p []byte, off uint64) error {
+	if rem := len(p) % qcow2.ClusterSize; rem != 0 {
+		// The disk's last cluster is partial: pad it.
+		padded := make([]byte, len(p)+qcow2.ClusterSize-rem)
+		copy(padded, p)
+		p = padded
+	}
+	return t.w.WriteAt(p, off)
 }
 
-func (t *qcow2Target) writeAt(ctx context.Context, p []byte, off uint64) error {
-	return t.conn(off).WriteAt(ctx, p, off)
-}
+// zero has nothing to write: zero clusters are in the image's metadata.
+func (t *qcow2Target) zero(context.Context, uint64, uint64) error { return nil }
 
-func (t *qcow2Target) zero(ctx context.Context, off, n uint64) error {
-	// Explicit zero clusters: they must mask the backing file.
-	return t.conn(off).WriteZeroes(ctx, off, n, false)
-}
+func (t *qcow2Target) finish(context.Context) error { return t.w.Close() }
 
-func (t *qcow2Target) finish(ctx context.Context) error {
-	if err := t.conns[0].Flush(ctx); err != nil {
-		t.abort()
-		return err
-	}
-	for _, c := range t.conns {
-		c.Close()
-	}
-	select {
-	case err := <-t.exit:
-		if err != nil {
-			return fmt.Errorf("qemu-nbd: %w", err)
-		}
-	case <-time.After(30 * time.Second):
-		t.abort()
-		return fmt.Errorf("qemu-nbd did not exit after the last connection closed")
-	}
-	os.RemoveAll(t.dir)
-	f, err := os.OpenFile(t.path, os.O_RDWR, 0)
-	if err != nil {
-		return err
-	}
-	defer f.Close()
-	return f.Sync()
-}
-
-func (t *qcow2Target) abort() {
-	for _, c := range t.conns {
-		c.Close()
-	}
-	if t.cmd.Process != nil {
-		t.cmd.Process.Kill()
-		select {
-		case <-t.exit:
-		case <-time.After(5 * time.Second):
-		}
-	}
-	os.RemoveAll(t.dir)
-}
+func (t *qcow2Target) abort() { t.w.Abort() }
