@@ -64,7 +64,7 @@ func TestFetchFullAndIncrementalChain(t *testing.T) {
 // .partial either.
 func TestFetchFailureLeavesNothing(t *testing.T) {
 	open, bed := realDaemon(t)
-	dom := bigDomain(t, bed)
+	dom := bigDomain(t, bed, 1024, 512)
 	out := t.TempDir()
 	wantCode(t, vb(t, open, "backup-begin", dom, "--pull", "--checkpoint", "g1", "--server", "unix:"+bed.Folder(t)+"/s"), ExitOK)
 	var r result
@@ -74,7 +74,18 @@ func TestFetchFailureLeavesNothing(t *testing.T) {
 		defer wg.Done()
 		r = vb(t, open, "backup-fetch", dom, "--to", out, "--format", "raw")
 	}()
-	time.Sleep(150 * time.Millisecond)
+	// The .partial appearing means the copy has begun; 1 GiB takes far
+	// longer than the abort.
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		if _, err := os.Stat(filepath.Join(out, "vda.raw.partial")); err == nil {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the fetch did not start within 30 s")
+		}
+		time.Sleep(2 * time.Millisecond)
+	}
 	bed.Virsh(t, "domjobabort", dom) // the exports go away mid-read
 	wg.Wait()
 	wantCode(t, r, ExitFailure)

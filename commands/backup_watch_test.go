@@ -7,6 +7,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -17,20 +18,27 @@ import (
 	"vbackup/virt"
 )
 
-// bigDomain is a domain with two disks holding 512 MiB of data each: a push
-// of it takes a few seconds here, long enough for several samples per disk
-// and to be interrupted half-way.
-func bigDomain(t *testing.T, bed *testbed.Bed) string {
+// bigDomain is a domain with two disks of size MiB holding data MiB each:
+// a push of it takes long enough for several samples per disk and to be
+// interrupted half-way (about a second per GiB here).
+func bigDomain(t *testing.T, bed *testbed.Bed, size, data int64) string {
 	t.Helper()
-	dom := bed.Domain(t, "vda:qcow2:1G", "vdb:qcow2:1G")
-	bed.Write(t, dom, "vda", 0x11, 0, 512<<20)
-	bed.Write(t, dom, "vdb", 0x22, 0, 512<<20)
+	dom := bed.Domain(t, "vda:qcow2:"+strconv.FormatInt(size, 10)+"M", "vdb:qcow2:"+strconv.FormatInt(size, 10)+"M")
+	var wg sync.WaitGroup
+	for i, disk := range []string{"vda", "vdb"} {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			bed.Write(t, dom, disk, byte(0x11*(i+1)), 0, data<<20)
+		}()
+	}
+	wg.Wait()
 	return dom
 }
 
 func TestWaitJSON(t *testing.T) {
 	open, bed := realDaemon(t)
-	dom := bigDomain(t, bed)
+	dom := bigDomain(t, bed, 2048, 1536)
 	r := vb(t, open, "backup-begin", dom, "--target-dir", bed.Folder(t), "--checkpoint", "w1", "--wait", "--json")
 	wantCode(t, r, ExitOK)
 	lines := strings.Split(strings.TrimSpace(r.stdout), "\n")
@@ -75,7 +83,7 @@ func TestWaitJSON(t *testing.T) {
 
 func TestWaitPlainLines(t *testing.T) {
 	open, bed := realDaemon(t)
-	dom := bigDomain(t, bed)
+	dom := bigDomain(t, bed, 1024, 512)
 	r := vb(t, open, "backup-begin", dom, "--target-dir", bed.Folder(t), "--wait")
 	wantCode(t, r, ExitOK)
 	if strings.Contains(r.stderr, "\x1b") {
@@ -102,7 +110,7 @@ func TestWaitQuiet(t *testing.T) {
 // reason, and the checkpoint made with it is gone.
 func TestWaitJobAbortedElsewhere(t *testing.T) {
 	open, bed := realDaemon(t)
-	dom := bigDomain(t, bed)
+	dom := bigDomain(t, bed, 1024, 512)
 	var r result
 	var wg sync.WaitGroup
 	wg.Add(1)
@@ -122,8 +130,9 @@ func TestWaitJobAbortedElsewhere(t *testing.T) {
 
 func TestWaitTimeout(t *testing.T) {
 	open, bed := realDaemon(t)
-	dom := bigDomain(t, bed)
-	r := vb(t, open, "backup-begin", dom, "--target-dir", bed.Folder(t), "--checkpoint", "t1", "--wait", "--timeout", "300ms")
+	dom := bigDomain(t, bed, 1024, 512)
+	// A pull job runs until it is ended: the timeout always comes first.
+	r := vb(t, open, "backup-begin", dom, "--pull", "--checkpoint", "t1", "--wait", "--timeout", "300ms")
 	wantCode(t, r, ExitFailure)
 	wantStderr(t, r, "timed out after 300ms", "Checkpoint t1 deleted")
 	if out := bed.Virsh(t, "checkpoint-list", dom, "--name"); strings.TrimSpace(out) != "" {
@@ -132,22 +141,35 @@ func TestWaitTimeout(t *testing.T) {
 }
 
 // Ctrl-C (SIGINT to the real binary) ends the job and deletes its
-// checkpoint, and says so.
+// checkpoint, and says so. A pull job runs until ended, so the signal always
+// finds it running.
 func TestWaitInterrupted(t *testing.T) {
 	_, bed := realDaemon(t)
-	dom := bigDomain(t, bed)
-	cmd := exec.Command(vbackupBinary(t, bed), "-c", bed.URI(), "backup-begin", dom, "--target-dir", bed.Folder(t), "--checkpoint", "i1", "--wait")
-	var stderr strings.Builder
-	cmd.Stderr = &stderr
+	dom := bed.Domain(t, "vda:qcow2:64M")
+	cmd := exec.Command(vbackupBinary(t, bed), "-c", bed.URI(), "backup-begin", dom, "--pull", "--checkpoint", "i1", "--wait")
+	stderrPipe, err := cmd.StderrPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
-	waitForJob(t, bed, dom)
-	time.Sleep(300 * time.Millisecond)
+	// The first progress line means the watcher, and its signal handler, runs.
+	var stderr strings.Builder
+	sc := bufio.NewScanner(stderrPipe)
+	for sc.Scan() {
+		stderr.WriteString(sc.Text() + "\n")
+		if strings.HasPrefix(sc.Text(), "vda:") || strings.HasPrefix(sc.Text(), "scratch:") {
+			break
+		}
+	}
 	if err := cmd.Process.Signal(syscall.SIGINT); err != nil {
 		t.Fatal(err)
 	}
-	err := cmd.Wait()
+	for sc.Scan() {
+		stderr.WriteString(sc.Text() + "\n")
+	}
+	err = cmd.Wait()
 	if exit, ok := err.(*exec.ExitError); !ok || exit.ExitCode() != ExitFailure {
 		t.Fatalf("exit: %v, want 1\n%s", err, stderr.String())
 	}
@@ -168,7 +190,7 @@ func TestWaitInterrupted(t *testing.T) {
 // and a summary ends the output.
 func TestWaitTerminalBars(t *testing.T) {
 	_, bed := realDaemon(t)
-	dom := bigDomain(t, bed)
+	dom := bigDomain(t, bed, 1024, 512)
 	line := strings.Join([]string{vbackupBinary(t, bed), "-c", "'" + bed.URI() + "'", "backup-begin", dom, "--target-dir", bed.Folder(t), "--wait"}, " ")
 	out, err := exec.Command("script", "-qec", "stty cols 100; "+line+" >/dev/null", "/dev/null").CombinedOutput()
 	if err != nil {
@@ -185,7 +207,7 @@ func TestWaitTerminalBars(t *testing.T) {
 // backup-status --watch attaches to a job another process started.
 func TestStatusWatch(t *testing.T) {
 	open, bed := realDaemon(t)
-	dom := bigDomain(t, bed)
+	dom := bigDomain(t, bed, 1024, 512)
 	bed.Virsh(t, "backup-begin", dom)
 	r := vb(t, open, "backup-status", dom, "--watch", "--json")
 	wantCode(t, r, ExitOK)
