@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # make demo: a throwaway libvirtd + QEMU domain backed up for real by
 # vbackup: a full push backup with a checkpoint, a guest write, an
-# incremental pull read back over NBD, and the proof that each backup holds
-# what the disk held. Everything lives in one temporary folder, removed at
+# incremental pull read back over NBD (by nbdcopy, and by vbackup itself
+# into an overlay chain), and the proof that each backup holds what the disk
+# held. Everything lives in one temporary folder, removed at
 # the end.
 set -euo pipefail
 vbackup=$(realpath "${1:-bin/vbackup}")
@@ -44,6 +45,16 @@ run nbdinfo --map=qemu:dirty-bitmap:backup-vda "nbd+unix:///vda?socket=$sock"
 run nbdinfo --map=qemu:dirty-bitmap:backup-vdb "nbd+unix:///vdb?socket=$sock"
 run nbdcopy "nbd+unix:///vda?socket=$sock" "$out/vda-now.raw"
 run qemu-img compare -U -f qcow2 -F raw "$vda" "$out/vda-now.raw"
+
+bold "# 4. vbackup reads the exports itself: an overlay per disk on monday's full, holding only the changes"
+mkdir -p "$out/monday"   # --backing DIR wants DIR/DISK.qcow2
+ln -s "$out/demo.vda.monday.qcow2" "$out/monday/vda.qcow2"
+ln -s "$out/demo.vdb.monday.qcow2" "$out/monday/vdb.qcow2"
+vb backup-fetch demo --to "$out/tuesday" --backing "$out/monday"
+bold "# Proof: each overlay holds only what changed, and the chain reads as the disk now"
+run qemu-img info -U "$out/tuesday/vda.qcow2"
+run qemu-img compare -U "$vda" "$out/tuesday/vda.qcow2"
+run qemu-img compare -U "$vdb" "$out/tuesday/vdb.qcow2"
 vb backup-end demo
 vb checkpoint-list demo --tree
 
