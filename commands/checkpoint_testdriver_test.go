@@ -193,6 +193,16 @@ func TestCheckpointCreateFromFileAndEdit(t *testing.T) {
 	r = vbEnv(t, open, map[string]string{"EDITOR": rename}, "checkpoint-edit", "vm1", "fromfile")
 	wantCode(t, r, ExitFailure)
 	wantStderr(t, r, `cannot rename checkpoint "fromfile" to "other"`, "nothing changed")
+	// The refused edit is kept where the message says, for the user to reuse.
+	if m := regexp.MustCompile(`your edit is kept in (\S+\.xml)`).FindStringSubmatch(r.stderr); m == nil {
+		t.Errorf("no kept file named:\n%s", r.stderr)
+	} else {
+		kept, err := os.ReadFile(m[1])
+		if err != nil || !strings.Contains(string(kept), "<name>other</name>") {
+			t.Errorf("kept edit %s: %v\n%s", m[1], err, kept)
+		}
+		os.RemoveAll(filepath.Dir(m[1]))
+	}
 	if r := vb(t, open, "checkpoint-list", "vm1", "--name"); r.stdout != "fromfile\n\n" {
 		t.Errorf("after refused rename: %q", r.stdout)
 	}
