@@ -122,7 +122,11 @@ func fetchJob(ctx context.Context, env *Env, dom virt.Domain, b runningBackup, o
 				return fmt.Errorf("disk %s: an incremental export holds only the changes, which a raw file cannot keep apart; use --format qcow2 (and --backing DIR)", d.Name)
 			}
 			if opts.Backing != "" {
-				fd.Backing = filepath.Join(opts.Backing, d.Name+".qcow2")
+				backing, err := filepath.Abs(filepath.Join(opts.Backing, d.Name+".qcow2"))
+				if err != nil {
+					return err
+				}
+				fd.Backing = backing
 				if _, err := os.Stat(fd.Backing); err != nil {
 					return fmt.Errorf("disk %s: --backing %s: no %s there to build on", d.Name, opts.Backing, filepath.Base(fd.Backing))
 				}

@@ -26,7 +26,7 @@ type Disk struct {
 	Bitmap  string // incremental: the meta context listing changed blocks; "" for a full export
 	Path    string // the file to write; must not exist
 	Format  string // "raw" or "qcow2"
-	Backing string // qcow2 of an incremental: the previous backup of the disk; "" for none
+	Backing string // qcow2 of an incremental: the previous backup of the disk, recorded as given; a relative name is relative to Path's folder, as QEMU reads it; "" for none
 }
 
 // Options qualify Run.

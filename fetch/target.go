@@ -79,14 +79,15 @@ type qcow2Target struct{ w *qcow2.Writer }
 func newQcow2Target(path, backing string, size uint64, clusters []qcow2.Cluster) (*qcow2Target, error) {
 	var opts qcow2.Options
 	if backing != "" {
-		abs, err := filepath.Abs(backing)
-		if err != nil {
-			return nil, err
+		// QEMU reads a relative backing name from the image's folder.
+		resolved := backing
+		if !filepath.IsAbs(backing) {
+			resolved = filepath.Join(filepath.Dir(path), backing)
 		}
-		if _, err := os.Stat(abs); err != nil {
+		if _, err := os.Stat(resolved); err != nil {
 			return nil, fmt.Errorf("backing file: %w", err)
 		}
-		opts = qcow2.Options{Backing: abs, BackingFormat: "qcow2"}
+		opts = qcow2.Options{Backing: backing, BackingFormat: "qcow2"}
 	}
 	w, err := qcow2.Create(path, size, clusters, opts)
 	if err != nil {

@@ -58,7 +58,7 @@ type Cluster struct {
 
 // Options are optional image settings.
 type Options struct {
-	Backing       string // backing file name (absolute path) or ""
+	Backing       string // backing file name, absolute or relative to the image's folder, or ""
 	BackingFormat string // backing file format, e.g. "qcow2"; only with Backing
 }
 
