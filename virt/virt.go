@@ -109,13 +109,20 @@ type Conn interface {
 	// Domains lists the names of the connection's domains, running ones
 	// only when active is true, sorted.
 	Domains(ctx context.Context, active bool) ([]string, error)
+	// DefineDomain makes a persistent domain of xml (not started).
+	DefineDomain(ctx context.Context, xml string) (Domain, error)
 	Close() error
 }
 
 // Domain is one domain of a connection.
 type Domain interface {
 	Name() string
+	UUID(ctx context.Context) (string, error)
 	State(ctx context.Context) (DomainState, error)
+	// XML is the domain's definition: the persistent one when inactive is
+	// true (what would be defined again), else the live one. Secrets are
+	// left out.
+	XML(ctx context.Context, inactive bool) (string, error)
 	// Disks lists the domain's disks, from its live XML.
 	Disks(ctx context.Context) ([]Disk, error)
 
@@ -215,4 +222,9 @@ type BackupRecord struct {
 	Pull       bool      // pull mode (push otherwise)
 	Started    time.Time // when backup-begin started it
 	Discard    bool      // vbackup began ending the job unfinished: its checkpoint must go
+	// Set by 'vbackup backup', whose checkpoint holds data only once a
+	// manifest in Dir names it: the folder, and the process reading the job.
+	Dir  string
+	Host string
+	PID  int
 }

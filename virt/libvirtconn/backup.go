@@ -145,11 +145,15 @@ type recordXML struct {
 	Mode       string    `xml:"mode"`
 	Started    string    `xml:"started"`
 	Discard    *struct{} `xml:"discard"`
+	Dir        string    `xml:"dir,omitempty"`
+	Host       string    `xml:"host,omitempty"`
+	PID        int       `xml:"pid,omitempty"`
 }
 
 // SetBackupRecord remembers the job vbackup started.
 func (d *Domain) SetBackupRecord(ctx context.Context, rec virt.BackupRecord) error {
-	x := recordXML{Checkpoint: rec.Checkpoint, Mode: "push", Started: rec.Started.UTC().Format(time.RFC3339)}
+	x := recordXML{Checkpoint: rec.Checkpoint, Mode: "push", Started: rec.Started.UTC().Format(time.RFC3339),
+		Dir: rec.Dir, Host: rec.Host, PID: rec.PID}
 	if rec.Pull {
 		x.Mode = "pull"
 	}
@@ -187,7 +191,8 @@ func (d *Domain) BackupRecord(ctx context.Context) (virt.BackupRecord, bool, err
 	if err := xml.Unmarshal([]byte(doc), &x); err != nil {
 		return virt.BackupRecord{}, false, fmt.Errorf("domain %s: vbackup's job record: %w", d.name, err)
 	}
-	rec := virt.BackupRecord{Checkpoint: x.Checkpoint, Pull: x.Mode == "pull", Discard: x.Discard != nil}
+	rec := virt.BackupRecord{Checkpoint: x.Checkpoint, Pull: x.Mode == "pull", Discard: x.Discard != nil,
+		Dir: x.Dir, Host: x.Host, PID: x.PID}
 	rec.Started, _ = time.Parse(time.RFC3339, x.Started)
 	return rec, true, nil
 }

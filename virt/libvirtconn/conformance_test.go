@@ -34,7 +34,8 @@ func TestConformanceRealDaemon(t *testing.T) {
 			t.Fatal(err)
 		}
 		t.Cleanup(func() { conn.Close() })
-		return virttest.Subject{Conn: conn, Domain: name, Size: true, Folder: func(t *testing.T) string { return bed.Folder(t) }}
+		return virttest.Subject{Conn: conn, Domain: name, Size: true, Folder: func(t *testing.T) string { return bed.Folder(t) },
+			Undefine: func(name string) { _, _ = bed.TryVirsh("undefine", name) }}
 	})
 }
 

@@ -119,6 +119,27 @@ func (c *Conn) Domain(ctx context.Context, name string) (virt.Domain, error) {
 	return dom, nil
 }
 
+// DefineDomain defines a persistent domain.
+func (c *Conn) DefineDomain(ctx context.Context, doc string) (virt.Domain, error) {
+	var d *libvirt.Domain
+	err := c.call("virDomainDefineXML", "", func() (err error) {
+		d, err = c.lv.DomainDefineXML(doc)
+		return err
+	})
+	if err != nil {
+		return nil, err
+	}
+	c.mu.Lock()
+	c.domains = append(c.domains, d)
+	c.mu.Unlock()
+	dom := &Domain{c: c, lv: d}
+	err = c.call("virDomainGetName", "", func() (err error) {
+		dom.name, err = d.GetName()
+		return err
+	})
+	return dom, err
+}
+
 // Domains lists domain names, sorted.
 func (c *Conn) Domains(ctx context.Context, active bool) ([]string, error) {
 	flags := libvirt.CONNECT_LIST_DOMAINS_ACTIVE

@@ -24,6 +24,30 @@ var _ virt.Domain = (*Domain)(nil)
 // Name is the domain's name.
 func (d *Domain) Name() string { return d.name }
 
+// UUID is the domain's UUID, as virsh domuuid prints it.
+func (d *Domain) UUID(ctx context.Context) (string, error) {
+	var id string
+	err := d.c.call("virDomainGetUUIDString", d.name, func() (err error) {
+		id, err = d.lv.GetUUIDString()
+		return err
+	})
+	return id, err
+}
+
+// XML is the domain's definition, without secrets.
+func (d *Domain) XML(ctx context.Context, inactive bool) (string, error) {
+	var flags libvirt.DomainXMLFlags
+	if inactive {
+		flags = libvirt.DOMAIN_XML_INACTIVE
+	}
+	var doc string
+	err := d.c.call("virDomainGetXMLDesc", d.name, func() (err error) {
+		doc, err = d.lv.GetXMLDesc(flags)
+		return err
+	})
+	return doc, err
+}
+
 var stateNames = map[libvirt.DomainState]string{
 	libvirt.DOMAIN_NOSTATE:     "no state",
 	libvirt.DOMAIN_RUNNING:     "running",

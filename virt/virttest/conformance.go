@@ -25,6 +25,9 @@ type Subject struct {
 	// Folder, for an implementation that runs backup jobs, makes a folder
 	// the hypervisor can write; nil for one that refuses them.
 	Folder func(t *testing.T) string
+	// Undefine removes a domain the suite defined; nil where the state is
+	// thrown away with the connection (the test driver).
+	Undefine func(name string)
 }
 
 // Run runs the suite; fresh returns a new Subject for each subtest.
@@ -73,6 +76,43 @@ func Run(t *testing.T, fresh func(t *testing.T) Subject) {
 		}
 		if !disks[0].CanCarryBitmap() || disks[1].CanCarryBitmap() {
 			t.Errorf("CanCarryBitmap: vda %v, vdb %v; want true, false", disks[0].CanCarryBitmap(), disks[1].CanCarryBitmap())
+		}
+	})
+
+	t.Run("DefinitionRoundTrip", func(t *testing.T) {
+		s := fresh(t)
+		dom := domain(t, s)
+		id, err := dom.UUID(ctx)
+		if err != nil || len(id) != 36 {
+			t.Fatalf("UUID = %q, %v; want a UUID", id, err)
+		}
+		doc, err := dom.XML(ctx, true)
+		if err != nil || !strings.Contains(doc, "<uuid>"+id+"</uuid>") {
+			t.Fatalf("XML(inactive) = %.200q, %v; want the definition with its UUID", doc, err)
+		}
+		// A copy under a new name and without the UUID defines a new domain.
+		copyXML := strings.Replace(doc, "<uuid>"+id+"</uuid>", "", 1)
+		copyXML = strings.Replace(copyXML, "<name>"+s.Domain+"</name>", "<name>"+s.Domain+"-copy</name>", 1)
+		def, err := s.Conn.DefineDomain(ctx, copyXML)
+		if err != nil {
+			t.Fatalf("DefineDomain: %v", err)
+		}
+		if s.Undefine != nil {
+			t.Cleanup(func() { s.Undefine(s.Domain + "-copy") })
+		}
+		if def.Name() != s.Domain+"-copy" {
+			t.Errorf("defined domain is named %q, want %q", def.Name(), s.Domain+"-copy")
+		}
+		if other, err := def.UUID(ctx); err != nil || other == id {
+			t.Errorf("defined domain's UUID = %q, %v; want a new one", other, err)
+		}
+		if st, err := def.State(ctx); err != nil || st.Active {
+			t.Errorf("defined domain's state = %+v, %v; want shut off", st, err)
+		}
+		// Defining the original's XML under the same name and another UUID is refused.
+		dup := strings.Replace(doc, "<uuid>"+id+"</uuid>", "", 1)
+		if _, err := s.Conn.DefineDomain(ctx, dup); err == nil {
+			t.Errorf("DefineDomain of a second %s succeeded; want an error", s.Domain)
 		}
 	})
 
@@ -160,7 +200,8 @@ func Run(t *testing.T, fresh func(t *testing.T) Subject) {
 		if _, ok, err := dom.BackupRecord(ctx); err != nil || ok {
 			t.Fatalf("fresh domain: BackupRecord = %v, %v; want none", ok, err)
 		}
-		want := virt.BackupRecord{Checkpoint: "c9", Pull: true, Started: time.Date(2026, 11, 24, 12, 0, 0, 0, time.UTC)}
+		want := virt.BackupRecord{Checkpoint: "c9", Pull: true, Started: time.Date(2026, 11, 24, 12, 0, 0, 0, time.UTC),
+			Dir: "/backup/vm1", Host: "host1", PID: 4242}
 		if err := dom.SetBackupRecord(ctx, want); err != nil {
 			t.Fatal(err)
 		}
