@@ -35,6 +35,7 @@ type backupBeginOptions struct {
 	Quiet                 bool          // only errors
 	FetchDir              string        // pull: read the exports into DIR, then end the job
 	Backing               string        // with FetchDir: the previous backup's folder
+	TLSCerts              string        // with FetchDir: client certificates of a TLS export
 
 	backupXML, checkpointXML string // the files' contents
 }
@@ -79,6 +80,7 @@ func newBackupBeginCommand(env *Env, run func(context.Context, *Env, backupBegin
 			&cli.BoolFlag{Name: "quiet", Aliases: []string{"q"}, Usage: "print only errors; the exit status tells the outcome"},
 			&cli.StringFlag{Name: "fetch", Usage: "pull: read the exports into `DIR` (as backup-fetch), then end the job; a failed fetch discards the checkpoint"},
 			&cli.StringFlag{Name: "backing", Usage: "with --fetch of an incremental: back each file by the same disk's file in `DIR`"},
+			&cli.StringFlag{Name: "tls-certs", Usage: "with --fetch of a --tls job: the client certificates in `DIR` (as backup-fetch)"},
 		},
 		Action: func(ctx context.Context, cmd *cli.Command) error {
 			globals(env, cmd)
@@ -112,6 +114,7 @@ func newBackupBeginCommand(env *Env, run func(context.Context, *Env, backupBegin
 				Quiet:                 cmd.Bool("quiet"),
 				FetchDir:              cmd.String("fetch"),
 				Backing:               cmd.String("backing"),
+				TLSCerts:              cmd.String("tls-certs"),
 			}
 			for _, s := range cmd.StringSlice("disk") {
 				d, err := xmlgen.ParseBackupDisk(s)
@@ -152,6 +155,7 @@ func backupBeginFlagRules(cmd *cli.Command) error {
 		exclusive(cmd, "fetch", "wait"),
 		requires(cmd, "fetch", "pull"),
 		requires(cmd, "backing", "fetch"),
+		requires(cmd, "tls-certs", "fetch"),
 		requires(cmd, "json", "wait", "fetch"),
 		requires(cmd, "checkpoint-description", "checkpoint"),
 		requires(cmd, "insecure", "server"),
@@ -411,7 +415,7 @@ func fetchAndEnd(ctx context.Context, env *Env, dom virt.Domain, opts backupBegi
 		return fmt.Errorf("domain %q: the pull job ended before its exports could be read", dom.Name())
 	}
 	fetchErr := fetchJob(ctx, env, dom, b, backupFetchOptions{Dir: opts.FetchDir, Format: opts.Spec.Format, Backing: opts.Backing,
-		Connections: 4, JSON: opts.JSON, Quiet: opts.Quiet})
+		Connections: 4, TLSCerts: opts.TLSCerts, JSON: opts.JSON, Quiet: opts.Quiet})
 	if err := dom.AbortJob(ctx); err != nil {
 		return fmt.Errorf("domain %q: ending the pull job: %w", dom.Name(), err)
 	}

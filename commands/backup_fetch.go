@@ -2,16 +2,24 @@ package commands
 
 import (
 	"context"
+	"crypto/x509"
+	"errors"
 	"fmt"
+	"io"
+	"net"
 	"os"
 	"path/filepath"
 	"slices"
 	"strings"
+	"syscall"
+	"time"
 
 	"github.com/urfave/cli/v3"
 
 	exportfetch "vbackup/fetch"
+	"vbackup/nbd"
 	"vbackup/virt"
+	"vbackup/xmlgen"
 )
 
 type backupFetchOptions struct {
@@ -21,6 +29,7 @@ type backupFetchOptions struct {
 	Format      string   // for full exports: raw or qcow2
 	Backing     string   // folder of the previous backup, for incremental overlays
 	Connections int
+	TLSCerts    string // client certificates for a TLS export; "" for the usual folders
 	JSON        bool
 	Quiet       bool
 }
@@ -36,13 +45,19 @@ func newBackupFetchCommand(env *Env, run func(context.Context, *Env, backupFetch
 			"the changed extents, whose backing file, with --backing DIR, is that folder's file\n" +
 			"for the same disk, so the chain reads as the disk at the new checkpoint. Files are\n" +
 			"written as NAME.partial and renamed when complete. The job keeps running: end it\n" +
-			"with backup-end (so a failed fetch can be retried).",
+			"with backup-end (so a failed fetch can be retried).\n\n" +
+			"A job started with --tls is read over TLS with the client certificates of\n" +
+			"--tls-certs DIR: ca-cert.pem (the CA of qemu.conf's backup_tls_x509_cert_dir),\n" +
+			"client-cert.pem and client-key.pem, as QEMU and libnbd name them. Without it, the\n" +
+			"first folder holding a ca-cert.pem: as root /etc/pki/libnbd, /etc/pki/libvirt-backup,\n" +
+			"/etc/pki/qemu; otherwise ~/.pki/libnbd, ~/.config/pki/libnbd.",
 		Flags: []cli.Flag{
 			&cli.StringFlag{Name: "to", Usage: "write the files into `DIR` (created if missing)", Required: true},
 			&cli.StringSliceFlag{Name: "disk", Usage: "fetch only disk `NAME` (repeatable)"},
 			&cli.StringFlag{Name: "format", Usage: "`FORMAT` of a full export's file: qcow2 or raw", Value: "qcow2"},
 			&cli.StringFlag{Name: "backing", Usage: "incremental: back each file by the same disk's file in `DIR`"},
 			&cli.IntFlag{Name: "connections", Usage: "NBD connections per disk, `N` (if the server allows several)", Value: 4},
+			&cli.StringFlag{Name: "tls-certs", Usage: "TLS exports: the client certificates in `DIR` (ca-cert.pem, client-cert.pem, client-key.pem)"},
 			&cli.BoolFlag{Name: "json", Usage: "print progress as JSON lines on stdout"},
 			&cli.BoolFlag{Name: "quiet", Aliases: []string{"q"}, Usage: "print only errors"},
 		},
@@ -53,7 +68,8 @@ func newBackupFetchCommand(env *Env, run func(context.Context, *Env, backupFetch
 				return err
 			}
 			opts := backupFetchOptions{Domain: a[0], Dir: cmd.String("to"), Disks: cmd.StringSlice("disk"), Format: cmd.String("format"),
-				Backing: cmd.String("backing"), Connections: int(cmd.Int("connections")), JSON: cmd.Bool("json"), Quiet: cmd.Bool("quiet")}
+				Backing: cmd.String("backing"), Connections: int(cmd.Int("connections")), TLSCerts: cmd.String("tls-certs"),
+				JSON: cmd.Bool("json"), Quiet: cmd.Bool("quiet")}
 			if err := fetchFlagRules(cmd, opts.Format, opts.Connections); err != nil {
 				return err
 			}
@@ -71,6 +87,9 @@ func fetchFlagRules(cmd *cli.Command, format string, conns int) error {
 	}
 	if conns < 1 || conns > 64 {
 		return usageErrorf(cmd, "--connections %d: use 1 to 64", conns)
+	}
+	if cmd.IsSet("tls-certs") && cmd.String("tls-certs") == "" {
+		return usageErrorf(cmd, "--tls-certs needs a folder")
 	}
 	return nil
 }
@@ -106,15 +125,20 @@ func fetchJob(ctx context.Context, env *Env, dom virt.Domain, b runningBackup, o
 			return fmt.Errorf("domain %q: the pull job has no disk %q; its disks are %s", dom.Name(), want, strings.Join(names, ", "))
 		}
 	}
-	if err := os.MkdirAll(opts.Dir, 0o755); err != nil {
+	certs, err := fetchTLS(env, dom.Name(), srv, opts)
+	if err != nil {
 		return err
 	}
 	var disks []exportfetch.Disk
+	var probe string // the export that tells whether TLS works
 	for _, d := range all {
 		if len(opts.Disks) > 0 && !slices.Contains(opts.Disks, d.Name) {
 			continue
 		}
-		fd := exportfetch.Disk{Name: d.Name, URI: nbdURI(srv, d.ExportName), Format: opts.Format}
+		if probe == "" {
+			probe = d.ExportName
+		}
+		fd := exportfetch.Disk{Name: d.Name, URI: exportURI(srv, d.ExportName, certs), Format: opts.Format}
 		if d.ExportBitmap != "" {
 			// Only a qcow2 can hold just the changed extents over a backing file.
 			fd.Bitmap, fd.Format = "qemu:dirty-bitmap:"+d.ExportBitmap, "qcow2"
@@ -137,6 +161,16 @@ func fetchJob(ctx context.Context, env *Env, dom virt.Domain, b runningBackup, o
 		fd.Path = filepath.Join(opts.Dir, d.Name+"."+fd.Format)
 		disks = append(disks, fd)
 	}
+	if srv.TLS && probe != "" {
+		// Before anything is written: a certificate problem is then told
+		// once, with what to do, and leaves no folder or file behind.
+		if err := checkTLS(ctx, dom.Name(), srv, probe, certs); err != nil {
+			return err
+		}
+	}
+	if err := os.MkdirAll(opts.Dir, 0o755); err != nil {
+		return err
+	}
 	res, err := exportfetch.Run(ctx, disks, exportfetch.Options{
 		Connections: opts.Connections,
 		Printer:     newPrinter(env, opts.JSON, opts.Quiet),
@@ -155,4 +189,115 @@ func fetchJob(ctx context.Context, env *Env, dom virt.Domain, b runningBackup, o
 		}
 	}
 	return nil
+}
+
+// tlsCertDirs are the folders holding client certificates when none is
+// given: libnbd's defaults first (where nbdinfo and nbdcopy look, with the
+// same file names), then, for root on libvirt's own host, libvirt's folder
+// for backup TLS and the default it falls back to, which also serve as
+// QEMU's client folders (migration).
+func tlsCertDirs(env *Env) []string {
+	if os.Geteuid() != 0 {
+		home := env.Getenv("HOME")
+		if home == "" {
+			return nil
+		}
+		return []string{filepath.Join(home, ".pki", "libnbd"), filepath.Join(home, ".config", "pki", "libnbd")}
+	}
+	return []string{"/etc/pki/libnbd", "/etc/pki/libvirt-backup", "/etc/pki/qemu"}
+}
+
+// fetchTLS settles the client certificate folder for the job's server: ""
+// when it does not use TLS.
+func fetchTLS(env *Env, domain string, srv xmlgen.Server, opts backupFetchOptions) (string, error) {
+	if !srv.TLS {
+		if opts.TLSCerts != "" && !opts.Quiet {
+			// Not an error: the same command line can then fetch any job.
+			fmt.Fprintf(env.Stderr, "note: the pull job of domain %s serves its exports without TLS; --tls-certs is not used\n", domain)
+		}
+		return "", nil
+	}
+	if dir := opts.TLSCerts; dir != "" {
+		if fi, err := os.Stat(dir); err != nil || !fi.IsDir() {
+			return "", fmt.Errorf("--tls-certs %s: no such folder; give the folder holding ca-cert.pem, client-cert.pem and client-key.pem", dir)
+		}
+		if _, err := os.Stat(filepath.Join(dir, "ca-cert.pem")); err != nil {
+			return "", fmt.Errorf("--tls-certs %s: no ca-cert.pem there; copy in the ca-cert.pem of libvirt's backup_tls_x509_cert_dir (qemu.conf), the CA that signed the server's certificate", dir)
+		}
+		return filepath.Abs(dir)
+	}
+	dirs := tlsCertDirs(env)
+	for _, dir := range dirs {
+		if _, err := os.Stat(filepath.Join(dir, "ca-cert.pem")); err == nil {
+			return dir, nil
+		}
+	}
+	looked := ""
+	if len(dirs) > 0 {
+		looked = " (none of " + strings.Join(dirs, ", ") + " holds a ca-cert.pem)"
+	}
+	return "", fmt.Errorf("domain %q: the pull job serves its exports over TLS, and no client certificates were found%s; "+
+		"pass --tls-certs DIR, a folder with ca-cert.pem (the CA of libvirt's backup_tls_x509_cert_dir), client-cert.pem and client-key.pem", domain, looked)
+}
+
+// exportURI is nbdURI with the client certificates of a TLS export.
+func exportURI(srv xmlgen.Server, export, certs string) string {
+	uri := nbdURI(srv, export)
+	if certs == "" {
+		return uri
+	}
+	t, err := nbd.ParseURI(uri)
+	if err != nil {
+		return uri // Dial reports it
+	}
+	t.TLSCertificates = certs
+	return t.String()
+}
+
+// checkTLS opens and ends one session with an export of the job's TLS
+// server; a certificate problem comes back saying what to do about it.
+func checkTLS(ctx context.Context, domain string, srv xmlgen.Server, export, certs string) error {
+	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	// A whole connection, not nbd.Info: over TLS its hang-up after
+	// NBD_OPT_ABORT can race QEMU's and fail with a broken pipe.
+	c, err := nbd.Dial(ctx, exportURI(srv, export, certs), nbd.Options{})
+	if err == nil {
+		c.Close()
+		return nil
+	}
+	where := fmt.Sprintf("domain %q: export %q at %s", domain, export, nbdURI(srv, export))
+	if advice := tlsProblem(err, srv, certs); advice != "" {
+		return fmt.Errorf("%s: TLS failed: %s (%w)", where, advice, err)
+	}
+	return fmt.Errorf("%s: %w", where, err)
+}
+
+// tlsProblem says in the user's terms why a TLS session failed, and what to
+// change; "" when err is not about certificates.
+func tlsProblem(err error, srv xmlgen.Server, certs string) string {
+	var unknownCA x509.UnknownAuthorityError
+	var badHost x509.HostnameError
+	var remote *net.OpError
+	switch {
+	case errors.As(err, &unknownCA):
+		return fmt.Sprintf("the server's certificate is not signed by the CA in %s; use the ca-cert.pem of libvirt's backup_tls_x509_cert_dir (qemu.conf) there",
+			filepath.Join(certs, "ca-cert.pem"))
+	case errors.As(err, &badHost):
+		host := srv.Host
+		if srv.Socket != "" {
+			host = "localhost"
+		}
+		return fmt.Sprintf("the server's certificate is not made out to %s; reissue it with that name (subjectAltName), or start the job on a --server address it names", host)
+	case errors.As(err, &remote) && remote.Op == "remote error",
+		errors.Is(err, io.EOF), errors.Is(err, io.ErrUnexpectedEOF), errors.Is(err, syscall.ECONNRESET):
+		// QEMU hangs up, right after the handshake, on a client whose
+		// certificate it does not accept.
+		if _, err := os.Stat(filepath.Join(certs, "client-cert.pem")); err != nil {
+			return fmt.Sprintf("the server hung up: it requires a client certificate (libvirt's backup_tls_x509_verify, on by default), and %s has no client-cert.pem and client-key.pem", certs)
+		}
+		return fmt.Sprintf("the server hung up: it did not accept the client certificate %s; it must be signed by the CA of libvirt's backup_tls_x509_cert_dir",
+			filepath.Join(certs, "client-cert.pem"))
+	}
+	return ""
 }

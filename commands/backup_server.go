@@ -137,12 +137,12 @@ func socketDir(env *Env, domain string, disks []virt.Disk) (string, error) {
 // nbdURI is the address of one export, in the NBD URI syntax that nbdinfo,
 // nbdcopy and qemu-img understand.
 func nbdURI(srv xmlgen.Server, export string) string {
-	if srv.Socket != "" {
-		return "nbd+unix:///" + url.PathEscape(export) + "?socket=" + srv.Socket
-	}
 	scheme := "nbd"
 	if srv.TLS {
 		scheme = "nbds"
+	}
+	if srv.Socket != "" {
+		return scheme + "+unix:///" + url.PathEscape(export) + "?socket=" + srv.Socket
 	}
 	return scheme + "://" + joinHostPort(srv.Host, srv.Port) + "/" + url.PathEscape(export)
 }

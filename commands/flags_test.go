@@ -55,6 +55,8 @@ func TestUsageErrors(t *testing.T) {
 		{[]string{"checkpoint-parent", "vm1", "c1", "c2"}, `unexpected argument "c2"`},
 		{[]string{"checkpoint-edit"}, "missing DOMAIN argument"},
 		{[]string{"no-such-command"}, `unknown command "no-such-command"`},
+		{[]string{"backup-fetch", "vm1", "--to", "/b", "--tls-certs", ""}, "--tls-certs needs a folder"},
+		{[]string{"backup-begin", "vm1", "--pull", "--tls", "--tls-certs", "/c"}, "--tls-certs needs --fetch"},
 	} {
 		r := vb(t, nil, tc.args...)
 		if r.code != ExitUsage {
@@ -106,4 +108,19 @@ func equalSpec(a, b xmlgen.CheckpointSpec) bool {
 		}
 	}
 	return true
+}
+
+// --tls-certs reaches the fetch as given, from backup-fetch and from
+// backup-begin --fetch.
+func TestTLSCertsFlags(t *testing.T) {
+	got, r := parse(t, newBackupFetchCommand, "backup-fetch", "--tls-certs", "/etc/pki/mine", "vm1", "--to", "/b")
+	wantCode(t, r, ExitOK)
+	if got.Domain != "vm1" || got.Dir != "/b" || got.TLSCerts != "/etc/pki/mine" {
+		t.Errorf("backup-fetch: options %+v", got)
+	}
+	begin, r := parse(t, newBackupBeginCommand, "backup-begin", "vm1", "--pull", "--tls", "--fetch", "/b", "--tls-certs", "/etc/pki/mine")
+	wantCode(t, r, ExitOK)
+	if begin.FetchDir != "/b" || begin.TLSCerts != "/etc/pki/mine" || !begin.Server.spec.TLS {
+		t.Errorf("backup-begin: options %+v", begin)
+	}
 }

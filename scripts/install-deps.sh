@@ -10,6 +10,7 @@ packages=(
   libvirt-clients libxml2-utils                         # virsh, virt-xml-validate, RNG schemas
   libnbd-bin nbdkit                                     # nbdinfo, nbdcopy; a reference NBD server
   util-linux                                            # runuser, setsid, script
+  openssl                                               # the test bed's backup TLS certificates
   bash-completion zsh fish                              # the shells whose completion the tests drive
   bc                                                    # bench/ arithmetic
 )

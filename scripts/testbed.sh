@@ -14,6 +14,15 @@
 #   testbed.sh down DIR                    stop everything of the bed, remove DIR
 #
 # Everything but the user account lives under DIR. Needs root.
+#
+# Pull backups with TLS (backup-begin --pull --tls) work on a bed: 'up' makes a
+# CA of the bed and sets the session daemon's qemu.conf
+# (DIR/.config/libvirt/qemu.conf) to serve with its certificates and to require
+# client certificates (backup_tls_x509_verify = 1). The files are named as QEMU
+# and libnbd name them:
+#   DIR/pki/backup   server side, the bed user's: ca-cert.pem server-cert.pem server-key.pem
+#   DIR/pki/client   client side, root's:         ca-cert.pem client-cert.pem client-key.pem
+# The server certificate is for localhost, 127.0.0.1 and ::1.
 set -euo pipefail
 
 readonly PROG=${0##*/}
@@ -32,7 +41,8 @@ usage:
   $PROG up DIR
       Start a session-mode libvirtd of user '$BED_USER' whose state is all in DIR
       (creates the user and DIR if missing). Prints the connection URI and writes
-      it to DIR/uri. Does nothing if the bed already answers.
+      it to DIR/uri. Does nothing if the bed already answers. Makes the bed's
+      TLS certificates for pull backups (client side in DIR/pki/client).
   $PROG domain DIR NAME [DISK:FORMAT:SIZE ...]
       Create the images under DIR/images/NAME (default: vda:qcow2:64M; FORMAT is
       qcow2 or raw), define a TCG domain NAME with those virtio disks and start it.
@@ -153,10 +163,73 @@ check_dir_length() {
 	[ ${#dir} -le 32 ] || die "DIR '$dir' is too long (${#dir} > 32 characters): the unix sockets of libvirt and QEMU under it would not fit"
 }
 
+# issue_cert DIR NAME CN EXTENSIONS...: a P-256 key DIR/NAME/NAME-key.pem and
+# its certificate DIR/NAME/NAME-cert.pem, signed by the CA in DIR (ca-key.pem,
+# ca-cert.pem), or the CA itself for NAME ca. ECDSA keys take milliseconds to
+# make, where RSA ones take a good part of a second.
+issue_cert() {
+	local dir=$1 name=$2 cn=$3 out=$1/$2 ext
+	shift 3
+	[ "$name" != ca ] || out=$dir
+	ext=$out/$name.ext
+	printf '%s\n' "$@" >"$ext" || return 1
+	openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256 -out "$out/$name-key.pem" 2>/dev/null || return 1
+	if [ "$name" = ca ]; then
+		openssl req -new -key "$out/ca-key.pem" -subj "/CN=$cn" 2>/dev/null |
+			openssl x509 -req -signkey "$out/ca-key.pem" -days 3650 -extfile "$ext" \
+				-out "$out/ca-cert.pem" 2>/dev/null || return 1
+	else
+		openssl req -new -key "$out/$name-key.pem" -subj "/CN=$cn" 2>/dev/null |
+			openssl x509 -req -CA "$dir/ca-cert.pem" -CAkey "$dir/ca-key.pem" \
+				-set_serial "0x$(openssl rand -hex 8)" -days 3650 -extfile "$ext" \
+				-out "$out/$name-cert.pem" 2>/dev/null || return 1
+		cp -- "$dir/ca-cert.pem" "$out/ca-cert.pem" || return 1
+	fi
+	rm -f -- "$ext"
+}
+
+# ensure_tls DIR: the bed's CA, server and client certificates (made once; see
+# the top of this file) and the session daemon's qemu.conf that uses them.
+# libvirtd reads qemu.conf only when it starts: call before starting it.
+ensure_tls() {
+	local dir=$1 pki=$1/pki new=$1/pki.new conf=$1/.config/libvirt/qemu.conf want
+	local leaf='basicConstraints=critical,CA:FALSE'
+	# QEMU (GnuTLS) checks the key usages of its own certificate.
+	local usage='keyUsage=critical,digitalSignature,keyEncipherment'
+	if [ ! -e "$pki/client/client-key.pem" ]; then
+		# Made aside and renamed: an interrupted run leaves no half a PKI.
+		rm -rf -- "$new" "$pki"
+		mkdir -m 0700 -- "$new" "$new/server" "$new/client" || die "cannot make $new"
+		if ! (
+			umask 077
+			issue_cert "$new" ca 'vbackup test bed CA' \
+				'basicConstraints=critical,CA:TRUE' 'keyUsage=critical,keyCertSign,cRLSign' 'subjectKeyIdentifier=hash' &&
+				issue_cert "$new" server localhost "$leaf" "$usage" 'extendedKeyUsage=serverAuth' \
+					'subjectAltName=DNS:localhost,IP:127.0.0.1,IP:::1' &&
+				issue_cert "$new" client 'vbackup test bed client' "$leaf" "$usage" 'extendedKeyUsage=clientAuth'
+		); then
+			die "could not make the bed's TLS certificates in $new (openssl failed)"
+		fi
+		# QEMU runs as the bed user and reads the server side (libvirt's
+		# name for it: backup); the client side and the CA key stay root's.
+		mv -T -- "$new/server" "$new/backup"
+		chown -R "$BED_USER:" -- "$new/backup"
+		chmod 0755 -- "$new"
+		mv -T -- "$new" "$pki"
+	fi
+	want="# Written by $PROG: pull backups with TLS use the bed's certificates.
+backup_tls_x509_cert_dir = \"$pki/backup\"
+backup_tls_x509_verify = 1"
+	if [ "$(cat -- "$conf" 2>/dev/null)" != "$want" ]; then
+		as_bed "$dir" mkdir -p -- "${conf%/*}"
+		printf '%s\n' "$want" | as_bed "$dir" tee -- "$conf" >/dev/null
+	fi
+}
+
 cmd_up() {
 	[ $# -eq 1 ] || usage_error "up: expected DIR"
 	need_root
-	need_cmds libvirtd virsh runuser setsid useradd qemu-system-x86_64 qemu-img realpath timeout flock
+	need_cmds libvirtd virsh runuser setsid useradd qemu-system-x86_64 qemu-img realpath timeout flock openssl
 	local dir pid pidfile logf deadline
 	dir=$(abs_dir "$1")
 	check_dir_length "$dir"
@@ -180,6 +253,7 @@ cmd_up() {
 	logf=$dir/libvirtd.log
 	# A daemon that still runs but does not answer is of no use: stop it first.
 	stop_pidfile "$pidfile" libvirtd
+	ensure_tls "$dir"
 	log "starting libvirtd for $dir"
 	# setsid: the daemon leaves our session so that it outlives this script.
 	# shellcheck disable=SC2016 # the inner sh expands $1..$3 and $!

@@ -244,7 +244,7 @@ func preflight() error {
 		return errors.New("needs root (it creates the user vbtest and runs libvirtd as that user)")
 	}
 	var missing []string
-	for _, c := range []string{"bash", "libvirtd", "virsh", "qemu-system-x86_64", "qemu-img", "runuser", "setsid", "flock", "xmllint"} {
+	for _, c := range []string{"bash", "libvirtd", "virsh", "qemu-system-x86_64", "qemu-img", "runuser", "setsid", "flock", "xmllint", "openssl"} {
 		if _, err := exec.LookPath(c); err != nil {
 			missing = append(missing, c)
 		}
@@ -315,6 +315,23 @@ func (b *Bed) URI() string { return b.uri }
 
 // Dir is the bed's folder.
 func (b *Bed) Dir() string { return b.dir }
+
+// TLSClientDir is the client side of the bed's backup TLS: a folder with
+// ca-cert.pem, client-cert.pem and client-key.pem, as QEMU and libnbd name
+// them. The bed's libvirtd serves pull jobs with TLS (backup-begin --tls) with
+// a server certificate of the same CA, for localhost, 127.0.0.1 and ::1, and
+// requires a client certificate (qemu.conf's backup_tls_x509_verify = 1). It
+// fails t on a bed whose libvirtd was started by a testbed.sh without TLS.
+func (b *Bed) TLSClientDir(t testing.TB) string {
+	t.Helper()
+	dir := filepath.Join(b.dir, "pki", "client")
+	for _, f := range []string{"ca-cert.pem", "client-cert.pem", "client-key.pem"} {
+		if _, err := os.Stat(filepath.Join(dir, f)); err != nil {
+			t.Fatalf("testbed: the bed in %s has no backup TLS certificates (%v); restart it: testbed.sh down %s; testbed.sh up %s", b.dir, err, b.dir, b.dir)
+		}
+	}
+	return dir
+}
 
 // Domain defines and starts a fresh domain (TCG, no OS) with the given disks,
 // each "DISK:FORMAT:SIZE" such as "vda:qcow2:64M" or "vdb:raw:16M" (none: one

@@ -144,6 +144,36 @@ func TestBed(t *testing.T) {
 	}
 }
 
+// The bed's backup TLS: the client side verifies the server's certificate
+// for the addresses a pull job listens on, and QEMU, as the bed user, can
+// read the server side that qemu.conf names.
+func TestTLSCertificates(t *testing.T) {
+	bed := Get(t)
+	client := bed.TLSClientDir(t)
+	server := filepath.Join(bed.Dir(), "pki", "backup")
+	for _, name := range []string{"localhost", "127.0.0.1", "::1"} {
+		flag := "-verify_hostname"
+		if strings.Contains(name, ".") || strings.Contains(name, ":") {
+			flag = "-verify_ip"
+		}
+		if out, err := exec.Command("openssl", "verify", "-CAfile", filepath.Join(client, "ca-cert.pem"), flag, name, "-purpose", "sslserver",
+			filepath.Join(server, "server-cert.pem")).CombinedOutput(); err != nil {
+			t.Errorf("the server certificate for %s: %v\n%s", name, err, out)
+		}
+	}
+	if out, err := exec.Command("openssl", "verify", "-CAfile", filepath.Join(server, "ca-cert.pem"), "-purpose", "sslclient",
+		filepath.Join(client, "client-cert.pem")).CombinedOutput(); err != nil {
+		t.Errorf("the client certificate: %v\n%s", err, out)
+	}
+	if out, err := exec.Command("runuser", "-u", "vbtest", "--", "cat", filepath.Join(server, "server-key.pem")).CombinedOutput(); err != nil {
+		t.Errorf("the bed user cannot read the server key: %v\n%s", err, out)
+	}
+	conf, err := os.ReadFile(filepath.Join(bed.Dir(), ".config", "libvirt", "qemu.conf"))
+	if err != nil || !strings.Contains(string(conf), `backup_tls_x509_cert_dir = "`+server+`"`) || !strings.Contains(string(conf), "backup_tls_x509_verify = 1") {
+		t.Errorf("the session daemon's qemu.conf (%v):\n%s", err, conf)
+	}
+}
+
 // readPattern reads the image file, outside QEMU, and checks that the range
 // holds the pattern (want) or does not (!want).
 func readPattern(t *testing.T, format, img, pattern, offset, length string, want bool) {
