@@ -43,7 +43,11 @@ func Decide(want, domain string, last *Backup, lastOK bool, lastWhy string, disk
 	full := func(reason string) Decision {
 		d.Level, d.Reason = Full, reason
 		for _, disk := range disks {
-			d.Disks = append(d.Disks, DiskChoice{Name: disk.Name, Level: Full})
+			c := DiskChoice{Name: disk.Name, Level: Full}
+			if !disk.CanBitmap {
+				c.Reason = disk.Why + copiedWhole
+			}
+			d.Disks = append(d.Disks, c)
 		}
 		return d
 	}
@@ -69,7 +73,7 @@ func Decide(want, domain string, last *Backup, lastOK bool, lastWhy string, disk
 		prev, had := last.Disk(disk.Name)
 		switch {
 		case !disk.CanBitmap:
-			c.Level, c.Reason = Full, disk.Why+": it cannot carry a checkpoint bitmap, so it is copied whole every time"
+			c.Level, c.Reason = Full, disk.Why+copiedWhole
 		case !had:
 			c.Level, c.Reason = Full, "new since the last backup"
 		case !prev.Bitmap:
@@ -99,11 +103,10 @@ func Decide(want, domain string, last *Backup, lastOK bool, lastWhy string, disk
 	}
 	d.Level, d.From = Full, nil
 	d.Reason = "no disk can build on the last backup (" + strings.Join(whys, "; ") + ")"
-	for i := range d.Disks {
-		d.Disks[i].Reason = ""
-	}
 	return d, nil
 }
+
+const copiedWhole = ": it cannot carry a checkpoint bitmap, so it is copied whole every time"
 
 func hasDisk(disks []DiskInfo, name string) bool {
 	for _, d := range disks {

@@ -4,10 +4,14 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"os"
+	"path/filepath"
+	"syscall"
 	"time"
 
 	"libvirt.org/go/libvirtxml"
 
+	"vbackup/chain"
 	"vbackup/virt"
 )
 
@@ -64,13 +68,36 @@ func settle(ctx context.Context, env *Env, dom virt.Domain) error {
 		return err
 	}
 	if job.State == virt.JobRunning {
-		return nil
+		if !orphaned(rec) {
+			return nil
+		}
+		// 'vbackup backup' died while reading the job: nobody will finish it.
+		fmt.Fprintf(env.Stderr, "note: the backup into %s started %s lost its vbackup process (pid %d); ending its job\n",
+			rec.Dir, rec.Started.Local().Format(time.DateTime), rec.PID)
+		rec.Discard = true
+		if err := dom.SetBackupRecord(ctx, rec); err != nil {
+			return err
+		}
+		if err := dom.AbortJob(ctx); err != nil {
+			return fmt.Errorf("domain %q: ending the job: %w", dom.Name(), err)
+		}
+		if err := waitJobEnd(ctx, dom, 60*time.Second); err != nil {
+			return err
+		}
 	}
 	done, err := dom.Job(ctx, true)
 	if err != nil {
 		return err
 	}
 	switch {
+	case rec.Dir != "" && !committed(rec.Dir, rec.Checkpoint):
+		// A checkpoint of 'vbackup backup' holds data only once a manifest
+		// in its folder says so.
+		fmt.Fprintf(env.Stderr, "note: the backup into %s started %s did not finish\n", rec.Dir, rec.Started.Local().Format(time.DateTime))
+		if err := discardCheckpoint(ctx, env, dom, rec.Checkpoint); err != nil {
+			return err
+		}
+	case rec.Dir != "":
 	case rec.Discard:
 		// vbackup was ending this job unfinished when it was interrupted.
 		fmt.Fprintf(env.Stderr, "note: the backup job started %s was being ended before it finished\n", rec.Started.Local().Format(time.DateTime))
@@ -103,6 +130,26 @@ func settle(ctx context.Context, env *Env, dom virt.Domain) error {
 			rec.Started.Local().Format(time.DateTime), rec.Checkpoint, dom.Name(), rec.Checkpoint)
 	}
 	return dom.ClearBackupRecord(ctx)
+}
+
+// orphaned reports a job read by a 'vbackup backup' process of this host
+// that no longer runs.
+func orphaned(rec virt.BackupRecord) bool {
+	if rec.Dir == "" || rec.PID <= 0 {
+		return false
+	}
+	if host, err := os.Hostname(); err != nil || host != rec.Host {
+		return false // another host's process: its state is not known here
+	}
+	err := syscall.Kill(rec.PID, 0)
+	return errors.Is(err, syscall.ESRCH)
+}
+
+// committed reports whether the backup folder dir holds the backup of
+// checkpoint name.
+func committed(dir, name string) bool {
+	_, err := os.Stat(filepath.Join(dir, name, chain.ManifestFile))
+	return err == nil
 }
 
 // discardCheckpoint deletes the checkpoint created with a job that did not

@@ -16,6 +16,14 @@ import (
 // next. A job that does not start leaves no checkpoint and no record.
 func startBackup(ctx context.Context, env *Env, w io.Writer, dom virt.Domain, plan backupPlan, reuse bool) error {
 	rec := virt.BackupRecord{Checkpoint: plan.checkpoint, Pull: plan.pull, Started: env.Now()}
+	if err := beginRecorded(ctx, env, dom, plan, reuse, rec); err != nil {
+		return err
+	}
+	return printStarted(ctx, w, dom, plan)
+}
+
+// beginRecorded starts the job under rec.
+func beginRecorded(ctx context.Context, env *Env, dom virt.Domain, plan backupPlan, reuse bool, rec virt.BackupRecord) error {
 	// Recorded first: should vbackup die right after the job starts, the next
 	// invocation still knows which checkpoint came with it.
 	if err := dom.SetBackupRecord(ctx, rec); err != nil {
@@ -33,7 +41,7 @@ func startBackup(ctx context.Context, env *Env, w io.Writer, dom virt.Domain, pl
 		}
 		return fmt.Errorf("domain %q: the backup did not start: %w", dom.Name(), err)
 	}
-	return printStarted(ctx, w, dom, plan)
+	return nil
 }
 
 // printStarted tells, from the job as libvirt filled it in, where each disk

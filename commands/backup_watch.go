@@ -16,6 +16,9 @@ type watchOptions struct {
 	Timeout  time.Duration // 0: none
 	Interval time.Duration // between samples; libvirt is asked at most 4 times a second
 	Started  time.Time     // when watching began (kept across a reconnection); zero: now
+	// KeepRecord leaves the job record of a completed push in place, for a
+	// caller whose checkpoint is settled only once its own work is done.
+	KeepRecord bool
 }
 
 // watcher follows one backup job until it ends. The numbers come from
@@ -240,7 +243,7 @@ func (w *watcher) finish(ctx context.Context, ended *virt.Job) error {
 	w.opts.Printer.Update(progress.Sample{At: res.At, Mode: w.mode(), Disks: append([]progress.Disk(nil), w.disks...), Done: done.DataProcessed, Total: done.DataTotal})
 	w.opts.Printer.Finish(res)
 	if res.State == "completed" {
-		if w.b.hasRec && !w.b.pull() {
+		if w.b.hasRec && !w.b.pull() && !w.opts.KeepRecord {
 			_ = w.dom.ClearBackupRecord(ctx)
 		}
 		return nil

@@ -75,6 +75,8 @@ func args(cmd *cli.Command, names ...string) ([]string, error) {
 	case len(got) < required:
 		missing := names[len(got)]
 		return nil, usageErrorf(cmd, "missing %s argument", strings.Trim(missing, "[]"))
+	case len(got) > len(names) && len(names) == 0:
+		return nil, usageErrorf(cmd, "unexpected argument %q: %s takes only flags", got[0], cmd.Name)
 	case len(got) > len(names):
 		return nil, usageErrorf(cmd, "unexpected argument %q: %s takes %s", got[len(names)], cmd.Name, strings.Join(names, " "))
 	}

@@ -22,6 +22,10 @@ func newRoot(env *Env) *cli.Command {
 		newBackupEndCommand(env, runBackupEnd),
 		newBackupStatusCommand(env, runBackupStatus),
 		newBackupFetchCommand(env, runBackupFetch),
+		newBackupCommand(env, runBackup),
+		newRestoreCommand(env, runRestore),
+		newVerifyCommand(env, runVerify),
+		newBackupsCommand(env, runBackups),
 	)
 }
 

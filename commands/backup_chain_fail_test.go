@@ -1,0 +1,135 @@
+package commands
+
+import (
+	"bufio"
+	"encoding/json"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+
+	"vbackup/internal/testbed"
+)
+
+// killHalfWay runs 'vbackup backup' as its own process and sends sig once
+// the fetch has copied part, not all, of the data. It returns stderr.
+func killHalfWay(t *testing.T, bed *testbed.Bed, dom, dir string, sig syscall.Signal) string {
+	t.Helper()
+	cmd := exec.Command(vbackupBinary(t, bed), "-c", bed.URI(), "backup", dom, "--to", dir, "--json")
+	var stderr strings.Builder
+	cmd.Stderr = &stderr
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	sc := bufio.NewScanner(stdout)
+	killed := false
+	for sc.Scan() {
+		var line struct {
+			Type        string
+			Done, Total uint64
+		}
+		if json.Unmarshal(sc.Bytes(), &line) == nil && line.Type == "job" && line.Done > 0 && line.Done < line.Total {
+			if err := cmd.Process.Signal(sig); err != nil {
+				t.Fatal(err)
+			}
+			killed = true
+			break
+		}
+	}
+	for sc.Scan() {
+	}
+	err = cmd.Wait()
+	if !killed {
+		t.Fatalf("the backup ended before it could be stopped half-way (%v):\n%s", err, stderr.String())
+	}
+	if err == nil {
+		t.Fatalf("a backup stopped by %s exited 0:\n%s", sig, stderr.String())
+	}
+	return stderr.String()
+}
+
+func hiddenEntries(t *testing.T, dir string) []string {
+	t.Helper()
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out []string
+	for _, e := range entries {
+		if strings.HasPrefix(e.Name(), ".") && e.Name() != ".vbackup.lock" {
+			out = append(out, e.Name())
+		}
+	}
+	return out
+}
+
+// A backup stopped half-way (SIGTERM: it cleans up; SIGKILL: the next run
+// does) changes nothing in the chain and leaves no checkpoint; the next
+// backup still holds every change since the last complete one.
+func TestBackupStoppedHalfWay(t *testing.T) {
+	open, bed := realDaemon(t)
+	dom := bed.Domain(t, "vda:qcow2:1G", "vdb:qcow2:1G")
+	bed.Write(t, dom, "vda", 0x11, 0, 1<<20)
+	dir := filepath.Join(t.TempDir(), "backups")
+	wantCode(t, vb(t, open, "backup", dom, "--to", dir), ExitOK)
+	first := storeBackups(t, dir)[0]
+
+	// A: enough changed data for the incremental to take a while.
+	done := make(chan struct{})
+	go func() { bed.Write(t, dom, "vdb", 0xaa, 0, 700<<20); close(done) }()
+	bed.Write(t, dom, "vda", 0xaa, 100<<20, 700<<20)
+	<-done
+
+	stderr := killHalfWay(t, bed, dom, dir, syscall.SIGTERM)
+	for _, want := range []string{"ending the backup; nothing of it will be kept", "Checkpoint vbackup-", "deleted", "is as it was"} {
+		if !strings.Contains(stderr, want) {
+			t.Errorf("stderr after SIGTERM lacks %q:\n%s", want, stderr)
+		}
+	}
+	if got := backupLevels(t, dir); len(got) != 1 {
+		t.Errorf("after SIGTERM the folder holds %v, want only the full backup", got)
+	}
+	if left := hiddenEntries(t, dir); len(left) != 0 {
+		t.Errorf("after SIGTERM the folder holds %v", left)
+	}
+	if out := strings.TrimSpace(bed.Virsh(t, "checkpoint-list", dom, "--name")); out != first.Name() {
+		t.Errorf("checkpoints after SIGTERM: %q, want only %s", out, first.Name())
+	}
+
+	bed.Write(t, dom, "vda", 0xbb, 900<<20, 1<<20) // B
+	killHalfWay(t, bed, dom, dir, syscall.SIGKILL)
+	// Nothing could clean up: the partial folder is hidden, and no manifest
+	// names the checkpoint.
+	if got := backupLevels(t, dir); len(got) != 1 {
+		t.Errorf("after SIGKILL the folder holds %v, want only the full backup", got)
+	}
+
+	r := vb(t, open, "backup", dom, "--to", dir)
+	wantCode(t, r, ExitOK)
+	wantStderr(t, r, "removed the unfinished backup", "lost its vbackup process", "Checkpoint vbackup-", "deleted: it would have claimed data that was not saved")
+	if !strings.Contains(r.stdout, "incremental (changes since backup "+first.Name()+")") {
+		t.Errorf("the backup after the stopped ones:\n%s", r.stdout)
+	}
+	if out := strings.Fields(bed.Virsh(t, "checkpoint-list", dom, "--name")); len(out) != 2 {
+		t.Errorf("checkpoints: %v, want the two backups'", out)
+	}
+	if left := hiddenEntries(t, dir); len(left) != 0 {
+		t.Errorf("the folder still holds %v", left)
+	}
+	want := sourceSums(t, bed, dom, "vda", "vdb")
+	last := storeBackups(t, dir)[1]
+	for _, d := range last.Disks {
+		if d.Checksum != want[d.Name] {
+			t.Errorf("%s: the backup holds %s, the disk is %s", d.Name, d.Checksum, want[d.Name])
+		}
+	}
+	if got := topLayerData(t, last.File(last.Disks[0])); got != "104857600+734003200 943718400+1048576" {
+		t.Errorf("the vda overlay holds %s, want A and B", got)
+	}
+}

@@ -1,0 +1,359 @@
+package commands
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"time"
+
+	"vbackup/chain"
+	"vbackup/contentsum"
+	exportfetch "vbackup/fetch"
+	"vbackup/virt"
+	"vbackup/xmlgen"
+)
+
+// usable reports whether the last backup's checkpoint can be built on. One
+// libvirt no longer has (the domain was re-created, or moved to another
+// host) is redefined from the XML kept in DIR, with libvirt checking that
+// the disks still hold its bitmaps; otherwise it would claim changes it
+// never tracked.
+func (r *backupRun) usable(ctx context.Context, last *chain.Backup) (bool, string, error) {
+	_, err := r.dom.Checkpoint(ctx, last.Name())
+	if err == nil {
+		return true, "", nil
+	}
+	if !errors.Is(err, virt.ErrNoCheckpoint) {
+		return false, "", checkpointErr(ctx, r.dom, last.Name(), err)
+	}
+	// Oldest first, so that each finds its parent.
+	var lastErr error
+	for _, b := range r.store.Backups {
+		if _, err := r.dom.Checkpoint(ctx, b.Name()); !errors.Is(err, virt.ErrNoCheckpoint) {
+			continue
+		}
+		_, err := r.dom.CreateCheckpoint(ctx, b.Checkpoint.XML, virt.CreateFlags{Redefine: true, RedefineValidate: true})
+		if err == nil {
+			fmt.Fprintf(r.env.Stderr, "note: checkpoint %s was not in libvirt: redefined from %s\n", b.Name(), filepath.Join(b.Dir, "checkpoint.xml"))
+		}
+		lastErr = err
+	}
+	if lastErr != nil {
+		return false, fmt.Sprintf("libvirt has no checkpoint %s, and redefining it from %s failed (%v)", last.Name(), last.Dir, lastErr), nil
+	}
+	return true, "", nil
+}
+
+// run makes the backup: the job, the images, the checksums, the manifest.
+func (r *backupRun) run(ctx context.Context) (*chain.Backup, error) {
+	r.announce()
+	var err error
+	if r.pending, err = r.store.Begin(r.name); err != nil {
+		return nil, err
+	}
+	host, _ := os.Hostname()
+	rec := virt.BackupRecord{Checkpoint: r.name, Pull: !r.opts.Push, Started: r.env.Now(), Dir: r.opts.Dir, Host: host, PID: os.Getpid()}
+	plan, err := r.plan(ctx)
+	if err != nil {
+		return nil, err
+	}
+	err = beginRecorded(ctx, r.env, r.dom, plan, false, rec)
+	if errors.Is(err, virt.ErrCheckpointInconsistent) && r.opts.Level == chain.WantAuto && r.dec.Level == chain.Incremental {
+		// A bitmap lost after a crash shows only now.
+		fmt.Fprintf(r.out, "The checkpoint of backup %s is broken in libvirt (%v): making a full backup instead.\n", r.dec.From.Name(), err)
+		if r.dec, err = chain.Decide(chain.WantFull, r.dom.Name(), nil, false, "", r.decidedDisks()); err != nil {
+			return nil, err
+		}
+		r.dec.Reason = "the last backup's checkpoint is broken"
+		if plan, err = r.plan(ctx); err != nil {
+			return nil, err
+		}
+		err = beginRecorded(ctx, r.env, r.dom, plan, false, rec)
+	}
+	if err != nil {
+		return nil, err
+	}
+	r.started = true
+	var copied map[string]uint64
+	if r.opts.Push {
+		copied, err = r.push(ctx)
+	} else {
+		copied, err = r.pull(ctx)
+	}
+	if err != nil {
+		return nil, err
+	}
+	m, err := r.manifest(ctx, rec.Started, copied)
+	if err != nil {
+		return nil, err
+	}
+	b, err := r.pending.Commit(m)
+	if err != nil {
+		return nil, err
+	}
+	// From here the checkpoint holds what the manifest says.
+	_ = r.dom.ClearBackupRecord(context.WithoutCancel(ctx))
+	return b, nil
+}
+
+func (r *backupRun) decidedDisks() []chain.DiskInfo {
+	var out []chain.DiskInfo
+	for _, d := range r.dec.Disks {
+		out = append(out, chain.DiskInfo{Name: d.Name, CanBitmap: true})
+	}
+	return out
+}
+
+// announce says what is about to be backed up, and why at that level.
+func (r *backupRun) announce() {
+	fmt.Fprintf(r.out, "Backup %s of domain %s: %s (%s)\n", r.name, r.dom.Name(), r.dec.Level, r.dec.Reason)
+	for _, d := range r.dec.Disks {
+		if d.Reason != "" {
+			fmt.Fprintf(r.out, "  %-6s %s: %s\n", d.Name, d.Level, d.Reason)
+		}
+	}
+	for _, name := range r.dec.Ended {
+		fmt.Fprintf(r.out, "  %-6s is no longer in the domain: its chain ends at backup %s\n", name, r.store.Last().Name())
+	}
+}
+
+// plan builds the job: every chosen disk at its level, the checkpoint over
+// the disks that can carry a bitmap.
+func (r *backupRun) plan(ctx context.Context) (backupPlan, error) {
+	spec := xmlgen.BackupSpec{Pull: !r.opts.Push, Checkpoint: r.name}
+	for _, c := range r.dec.Disks {
+		d := xmlgen.BackupDisk{Name: c.Name, Full: c.Level == chain.Full}
+		if c.Level == chain.Incremental {
+			d.Incremental = r.dec.From.Name()
+		}
+		if r.opts.Push {
+			d.Target, d.Format = filepath.Join(r.pending.Dir(), c.Name+".qcow2"), "qcow2"
+		}
+		spec.Disks = append(spec.Disks, d)
+	}
+	disks, err := r.dom.Disks(ctx)
+	if err != nil {
+		return backupPlan{}, err
+	}
+	if spec.Pull {
+		var srv serverFlag
+		if spec.Server, err = prepareServer(r.env, r.dom.Name(), disks, &srv, false, false, true); err != nil {
+			return backupPlan{}, err
+		}
+	} else if err := handToQEMU(r.pending.Dir(), disks); err != nil {
+		return backupPlan{}, err
+	}
+	// The notes say where scratch files go, which is libvirt's business here.
+	spec, _, err = xmlgen.AlignBackup(spec, r.dom.Name(), disks, r.env.Now())
+	if err != nil {
+		return backupPlan{}, fmt.Errorf("domain %q: %w", r.dom.Name(), err)
+	}
+	plan := backupPlan{pull: spec.Pull, checkpoint: r.name}
+	if plan.backupXML, err = xmlgen.BackupXML(spec); err != nil {
+		return plan, err
+	}
+	plan.checkpointXML, err = jobCheckpointXML(ctx, r.env, r.dom, spec, "vbackup backup into "+r.opts.Dir, disks)
+	return plan, err
+}
+
+// handToQEMU gives a push's folder to the user QEMU runs as (the owner of
+// the domain's images), who writes the images into it.
+func handToQEMU(dir string, disks []virt.Disk) error {
+	if os.Geteuid() != 0 {
+		return nil
+	}
+	for _, d := range disks {
+		if fi, err := os.Stat(d.Source); err == nil && d.Type == "file" {
+			st := fi.Sys().(*syscall.Stat_t)
+			return os.Chown(dir, int(st.Uid), int(st.Gid))
+		}
+	}
+	return nil
+}
+
+// pull reads every export into the pending backup, then ends the job.
+func (r *backupRun) pull(ctx context.Context) (map[string]uint64, error) {
+	b, ok, err := currentBackup(ctx, r.dom)
+	if err != nil {
+		return nil, err
+	}
+	if !ok {
+		return nil, fmt.Errorf("domain %q: the pull job ended before its exports could be read", r.dom.Name())
+	}
+	srv := serverOf(b.def.Pull.Server)
+	var disks []exportfetch.Disk
+	for _, d := range jobDisks(b.def) {
+		fd := exportfetch.Disk{Name: d.Name, URI: nbdURI(srv, d.ExportName), Format: "qcow2",
+			Path: filepath.Join(r.pending.Dir(), d.Name+".qcow2")}
+		if d.ExportBitmap != "" {
+			prev, _ := r.dec.From.Disk(d.Name)
+			fd.Bitmap, fd.Backing = "qemu:dirty-bitmap:"+d.ExportBitmap, r.pending.Backing(r.dec.From, prev)
+		}
+		disks = append(disks, fd)
+	}
+	res, err := exportfetch.Run(ctx, disks, exportfetch.Options{Connections: 4, Printer: newPrinter(r.env, r.opts.JSON, r.opts.Quiet), Now: r.env.Now})
+	if err != nil {
+		return nil, fmt.Errorf("reading the exports: %w", err)
+	}
+	if err := r.endJob(ctx); err != nil {
+		return nil, err
+	}
+	copied := map[string]uint64{}
+	for _, d := range res.Disks {
+		copied[d.Name] = d.Copied
+	}
+	return copied, nil
+}
+
+// endJob ends a pull job whose exports were read.
+func (r *backupRun) endJob(ctx context.Context) error {
+	if err := r.dom.AbortJob(ctx); err != nil {
+		return fmt.Errorf("ending the pull job: %w", err)
+	}
+	return waitJobEnd(ctx, r.dom, 60*time.Second)
+}
+
+// push waits for libvirt to write the images, then gives each incremental
+// image its place in the chain: libvirt writes the changed clusters into a
+// qcow2 of their own.
+func (r *backupRun) push(ctx context.Context) (map[string]uint64, error) {
+	r.watching.Store(true)
+	err := watchBackup(ctx, r.env, r.dom, watchOptions{Printer: newPrinter(r.env, r.opts.JSON, r.opts.Quiet), KeepRecord: true})
+	r.watching.Store(false)
+	if err != nil {
+		return nil, err
+	}
+	copied := map[string]uint64{}
+	for _, c := range r.dec.Disks {
+		file := filepath.Join(r.pending.Dir(), c.Name+".qcow2")
+		n, err := allocatedBytes(ctx, file)
+		if err != nil {
+			return nil, err
+		}
+		copied[c.Name] = n
+		if c.Level != chain.Incremental {
+			continue
+		}
+		prev, _ := r.dec.From.Disk(c.Name)
+		backing := r.pending.Backing(r.dec.From, prev)
+		// -u: only the header changes; the backing file is read as it is.
+		cmd := exec.CommandContext(ctx, "qemu-img", "rebase", "-u", "-f", "qcow2", "-F", "qcow2", "-b", backing, file)
+		if out, err := cmd.CombinedOutput(); err != nil {
+			return nil, fmt.Errorf("disk %s: setting the backing file of %s: %v: %s", c.Name, file, err, strings.TrimSpace(string(out)))
+		}
+	}
+	return copied, nil
+}
+
+// allocatedBytes is the data an image holds itself (not its backing file's).
+func allocatedBytes(ctx context.Context, file string) (uint64, error) {
+	// -U: until it is rebased, the image's backing file is the live disk.
+	out, err := exec.CommandContext(ctx, "qemu-img", "map", "-U", "--output=json", "-f", "qcow2", file).Output()
+	if err != nil {
+		var ee *exec.ExitError
+		if errors.As(err, &ee) {
+			return 0, fmt.Errorf("qemu-img map %s: %s", file, strings.TrimSpace(string(ee.Stderr)))
+		}
+		return 0, fmt.Errorf("qemu-img map %s: %w", file, err)
+	}
+	var extents []struct {
+		Length uint64 `json:"length"`
+		Depth  int    `json:"depth"`
+		Data   bool   `json:"data"`
+	}
+	if err := json.Unmarshal(out, &extents); err != nil {
+		return 0, fmt.Errorf("qemu-img map %s: %w", file, err)
+	}
+	var n uint64
+	for _, e := range extents {
+		if e.Data && e.Depth == 0 {
+			n += e.Length
+		}
+	}
+	return n, nil
+}
+
+// manifest describes the backup, with a checksum of each disk's content
+// read back through its chain: what a restore will produce.
+func (r *backupRun) manifest(ctx context.Context, started time.Time, copied map[string]uint64) (chain.Manifest, error) {
+	m := chain.Manifest{Time: started, Level: r.dec.Level, Mode: "pull"}
+	if r.opts.Push {
+		m.Mode = "push"
+	}
+	var err error
+	if m.Domain.UUID, err = r.dom.UUID(ctx); err != nil {
+		return m, err
+	}
+	m.Domain.Name = r.dom.Name()
+	if m.Domain.XML, err = r.dom.XML(ctx, true); err != nil {
+		return m, err
+	}
+	cp, err := r.dom.Checkpoint(ctx, r.name)
+	if err != nil {
+		return m, fmt.Errorf("the checkpoint made with the job: %w", err)
+	}
+	m.Checkpoint = chain.Checkpoint{Name: r.name, Parent: cp.Parent}
+	if m.Checkpoint.XML, err = r.dom.CheckpointXML(ctx, r.name, virt.XMLFlags{}); err != nil {
+		return m, err
+	}
+	tracked := map[string]bool{}
+	for _, d := range cp.Disks {
+		tracked[d.Name] = d.Checkpoint == "bitmap"
+	}
+	fmt.Fprintf(r.out, "Reading the backup back to checksum it...\n")
+	for _, c := range r.dec.Disks {
+		d := chain.Disk{Name: c.Name, File: c.Name + ".qcow2", Format: "qcow2", Level: c.Level, Reason: c.Reason,
+			Bitmap: tracked[c.Name], Copied: copied[c.Name]}
+		if c.Level == chain.Incremental {
+			d.Backing = r.dec.From.Name()
+		}
+		sum, err := contentsum.File(ctx, filepath.Join(r.pending.Dir(), d.File), d.Format, contentsum.Options{})
+		if err != nil {
+			return m, fmt.Errorf("disk %s: %w", c.Name, err)
+		}
+		d.VirtualSize, d.Checksum = sum.Size, sum.String()
+		m.Disks = append(m.Disks, d)
+	}
+	return m, nil
+}
+
+// fail undoes a backup that did not complete: the job ends, its checkpoint
+// goes (it would claim data no manifest holds), and DIR is left as it was.
+func (r *backupRun) fail(cause error) error {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	var problems []string
+	if r.started {
+		if rec, ok, err := r.dom.BackupRecord(ctx); err == nil && ok {
+			rec.Discard = true
+			_ = r.dom.SetBackupRecord(ctx, rec)
+		}
+		if job, err := r.dom.Job(ctx, false); err == nil && job.State == virt.JobRunning {
+			if err := r.dom.AbortJob(ctx); err == nil {
+				_ = waitJobEnd(ctx, r.dom, 60*time.Second)
+			}
+		}
+		if err := discardCheckpoint(ctx, r.env, r.dom, r.name); err != nil {
+			problems = append(problems, err.Error())
+		}
+		if err := r.dom.ClearBackupRecord(ctx); err != nil {
+			problems = append(problems, err.Error())
+		}
+	}
+	if r.pending != nil {
+		if err := r.pending.Abort(); err != nil {
+			problems = append(problems, err.Error())
+		}
+	}
+	msg := fmt.Sprintf("backup %s of domain %q failed: %v; %s is as it was", r.name, r.dom.Name(), cause, r.opts.Dir)
+	if len(problems) > 0 {
+		msg += "; while cleaning up: " + strings.Join(problems, "; ")
+	}
+	return errors.New(msg)
+}
