@@ -63,20 +63,24 @@ func percent(done, total uint64) int {
 
 // summary is the line that closes every text output.
 func summary(r Result) string {
+	what := r.What
+	if what == "" {
+		what = "backup"
+	}
 	switch r.State {
 	case JobCompleted:
 		if r.Bytes == 0 { // a pull job: the client did the copying
-			return "backup completed in " + formatDuration(r.Elapsed)
+			return what + " completed in " + formatDuration(r.Elapsed)
 		}
-		s := fmt.Sprintf("backup completed: %s in %s", formatBytes(r.Bytes), formatDuration(r.Elapsed))
+		s := fmt.Sprintf("%s completed: %s in %s", what, formatBytes(r.Bytes), formatDuration(r.Elapsed))
 		if r.Elapsed > 0 {
 			s += fmt.Sprintf(" (%s)", formatRate(float64(r.Bytes)/r.Elapsed.Seconds(), true))
 		}
 		return s
 	case JobUnknown:
-		return withReason("backup outcome unknown", r.Error)
+		return withReason(what+" outcome unknown", r.Error)
 	}
-	return withReason("backup "+r.State, r.Error)
+	return withReason(what+" "+r.State, r.Error)
 }
 
 func withReason(s, why string) string {

@@ -97,3 +97,20 @@ func TestConcurrent(t *testing.T) {
 		})
 	}
 }
+
+// The closing line names what ended: a restore reads from the backup, not
+// from a job.
+func TestSummaryNamesWhatEnded(t *testing.T) {
+	for _, tc := range []struct {
+		r    Result
+		want string
+	}{
+		{Result{State: JobCompleted, Bytes: 1 << 30, Elapsed: 2 * time.Second, What: "restore"}, "restore completed: 1.0 GiB in 2s (512.0 MiB/s)"},
+		{Result{State: JobFailed, Error: "disk vda: EOF", What: "restore"}, "restore failed: disk vda: EOF"},
+		{Result{State: JobCompleted, Elapsed: time.Second}, "backup completed in 1s"},
+	} {
+		if got := summary(tc.r); got != tc.want {
+			t.Errorf("summary(%+v) = %q, want %q", tc.r, got, tc.want)
+		}
+	}
+}

@@ -77,6 +77,7 @@ type Result struct {
 	Error   string // libvirt's message when not completed
 	Elapsed time.Duration
 	Bytes   uint64 // bytes the job copied
+	What    string // what ended, for the closing line: "backup" when empty, "restore", …
 }
 
 // Printer shows a job's progress. Its methods may be called from any

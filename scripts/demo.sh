@@ -1,10 +1,9 @@
 #!/usr/bin/env bash
 # make demo: a throwaway libvirtd + QEMU domain backed up for real by
-# vbackup: a full push backup with a checkpoint, a guest write, an
-# incremental pull read back over NBD (by nbdcopy, and by vbackup itself
-# into an overlay chain), and the proof that each backup holds what the disk
-# held. Everything lives in one temporary folder, removed at
-# the end.
+# vbackup: a full backup, a guest write, an incremental backup, verify,
+# restore, and the proof that the restored disks equal the domain's. Then a
+# damaged backup, and verify naming it. Everything lives in one temporary
+# folder, removed at the end.
 set -euo pipefail
 vbackup=$(realpath "${1:-bin/vbackup}")
 here=$(dirname "$(realpath "$0")")
@@ -18,47 +17,48 @@ vb() { run vbackup "$@"; }
 vbackup() { "$vbackup" "$@"; }
 
 echo "Starting a throwaway libvirtd + QEMU in $bed ..."
-export LIBVIRT_DEFAULT_URI=$("$here/testbed.sh" up "$bed" 2>/dev/null)
-"$here/testbed.sh" domain "$bed" demo vda:qcow2:2G vdb:qcow2:1G >/dev/null
-vda=$bed/images/demo/vda.qcow2 vdb=$bed/images/demo/vdb.qcow2
-out=$bed/backups; mkdir -p "$out"; chown vbtest "$out"
+LIBVIRT_DEFAULT_URI=$("$here/testbed.sh" up "$bed" 2>/dev/null)
+export LIBVIRT_DEFAULT_URI
+"$here/testbed.sh" domain "$bed" demo vda:qcow2:2G vdb:raw:512M >/dev/null
+vda=$bed/images/demo/vda.qcow2 vdb=$bed/images/demo/vdb.raw
+out=$bed/backups restored=$bed/restored
 "$here/testbed.sh" write "$bed" demo vda 0x11 0 1G
-"$here/testbed.sh" write "$bed" demo vdb 0x22 1M 512M
-echo "Domain 'demo' runs with two qcow2 disks; the guest has written 1 GiB to vda and 512 MiB to vdb."
+"$here/testbed.sh" write "$bed" demo vdb 0x22 1M 256M
+echo "Domain 'demo' runs with a qcow2 disk (vda, 1 GiB written) and a raw one (vdb, 256 MiB written)."
 
-bold "# 1. A full push backup, with checkpoint 'monday' created with it; --wait shows each disk's progress"
-vb backup-begin demo --target-dir "$out" --checkpoint monday --wait
-vb backup-status demo --completed
-bold "# Proof: each target equals its disk"
-run qemu-img compare -U "$vda" "$out/demo.vda.monday.qcow2"
-run qemu-img compare -U "$vdb" "$out/demo.vdb.monday.qcow2"
+bold "# 1. The first backup: full, with per-disk progress"
+vb backup demo --to "$out"
 
 bold "# 2. The guest writes 1 MiB at offset 8 MiB of vda"
 "$here/testbed.sh" write "$bed" demo vda 0xcd 8M 1M
 
-bold "# 3. An incremental pull backup from 'monday', with checkpoint 'tuesday'"
-vb backup-begin demo --pull --incremental monday --checkpoint tuesday
-sock=/run/vbackup/demo/nbd.sock
-vb backup-status demo
-bold "# Proof: the export lists exactly the 1 MiB changed since monday, and reads as the disk now"
-run nbdinfo --map=qemu:dirty-bitmap:backup-vda "nbd+unix:///vda?socket=$sock"
-run nbdinfo --map=qemu:dirty-bitmap:backup-vdb "nbd+unix:///vdb?socket=$sock"
-run nbdcopy "nbd+unix:///vda?socket=$sock" "$out/vda-now.raw"
-run qemu-img compare -U -f qcow2 -F raw "$vda" "$out/vda-now.raw"
+bold "# 3. The next backup: incremental; vdb is raw, so it is copied whole"
+vb backup demo --to "$out"
+vb backups "$out"
+first=$(ls "$out" | head -n1)
+run qemu-img info -U --backing-chain "$out/$(ls "$out" | tail -n1)/vda.qcow2"
 
-bold "# 4. vbackup reads the exports itself: an overlay per disk on monday's full, holding only the changes"
-mkdir -p "$out/monday"   # --backing DIR wants DIR/DISK.qcow2
-ln -s "$out/demo.vda.monday.qcow2" "$out/monday/vda.qcow2"
-ln -s "$out/demo.vdb.monday.qcow2" "$out/monday/vdb.qcow2"
-vb backup-fetch demo --to "$out/tuesday" --backing "$out/monday"
-bold "# Proof: each overlay holds only what changed, and the chain reads as the disk now"
-run qemu-img info -U "$out/tuesday/vda.qcow2"
-run qemu-img compare -U "$vda" "$out/tuesday/vda.qcow2"
-run qemu-img compare -U "$vdb" "$out/tuesday/vdb.qcow2"
-vb backup-end demo
+bold "# 4. verify reads every backup back through its chain and checks its manifest"
+vb verify --from "$out"
+
+bold "# 5. restore writes each disk at the latest point as one image, checked against the manifest"
+vb restore --from "$out" --to "$restored/latest"
+bold "# Proof: the restored disks equal the domain's (paused, so that nothing moves)"
+run virsh suspend demo
+run qemu-img compare -U -f qcow2 -F qcow2 "$vda" "$restored/latest/vda.qcow2"
+run qemu-img compare -U -f raw -F qcow2 "$vdb" "$restored/latest/vdb.qcow2"
+run virsh resume demo
+bold "# ... and the first point differs from the latest exactly where the guest wrote"
+vb restore --from "$out" --at "$first" --to "$restored/first" --disk vda --quiet
+run qemu-img compare "$restored/first/vda.qcow2" "$restored/latest/vda.qcow2" || echo "(exit status $?: the write at 8 MiB)"
+
+bold "# 6. One byte of the incremental overlay damaged: verify names that backup"
+last=$(ls "$out" | tail -n1)
+offset=$(qemu-img map -U --output=json "$out/$last/vda.qcow2" | grep -m1 '"depth": 0, .*"data": true' | sed 's/.*"offset": \([0-9]*\).*/\1/')
+printf '\x00' | dd of="$out/$last/vda.qcow2" bs=1 seek="$offset" conv=notrunc status=none
+vb verify --from "$out" || echo "(exit status $?)"
+
+bold "# The checkpoints the backups made, in virsh's language"
 vb checkpoint-list demo --tree
-
-bold "# What vbackup refuses: overwriting a backup"
-vb backup-begin demo --target-dir "$out" --checkpoint monday2 --disk vda,target="$out/demo.vda.monday.qcow2" || echo "(exit status $?)"
 echo
 echo "Done; the throwaway daemon, domain and backups are removed."
