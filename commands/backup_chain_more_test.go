@@ -6,6 +6,8 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"vbackup/internal/testbed"
 )
 
 // A domain re-created from its XML has lost its checkpoints; the next backup
@@ -24,18 +26,7 @@ func TestBackupAfterRecreateAndNewDisk(t *testing.T) {
 	run(t, "qemu-img", "create", "-q", "-f", "qcow2", img, "32M")
 	run(t, "chown", "--reference", bed.DiskPath(dom, "vda"), img)
 	bed.Virsh(t, "attach-disk", dom, img, "vdc", "--subdriver", "qcow2", "--config")
-	xml := filepath.Join(t.TempDir(), "domain.xml")
-	if err := os.WriteFile(xml, []byte(bed.Virsh(t, "dumpxml", "--inactive", dom)), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	// --graceful: QEMU stops on SIGTERM and writes its persistent bitmaps.
-	bed.Virsh(t, "destroy", "--graceful", dom)
-	bed.Virsh(t, "undefine", "--checkpoints-metadata", dom)
-	bed.Virsh(t, "define", xml)
-	bed.Virsh(t, "start", dom)
-	if out := strings.TrimSpace(bed.Virsh(t, "checkpoint-list", dom, "--name")); out != "" {
-		t.Fatalf("the re-created domain has checkpoints %q", out)
-	}
+	recreate(t, bed, dom)
 	bed.Write(t, dom, "vda", 0xaa, 8<<20, 1<<20)
 	bed.Write(t, dom, "vdc", 0xcc, 0, 2<<20)
 
@@ -58,6 +49,19 @@ func TestBackupAfterRecreateAndNewDisk(t *testing.T) {
 	if got, want := backupLevels(t, dir)[2], "incremental: vda=incremental vdc=incremental"; got != want {
 		t.Errorf("levels = %s, want %s", got, want)
 	}
+
+	// The first backup's checkpoint deleted (its bitmap with it), then the
+	// domain re-created again: the chain's checkpoints cannot all come back,
+	// but the last one can, as a root.
+	bed.Virsh(t, "checkpoint-delete", dom, backups[0].Name())
+	recreate(t, bed, dom)
+	bed.Write(t, dom, "vda", 0xee, 24<<20, 1<<20)
+	r = vb(t, open, "backup", dom, "--to", dir, "--level", "inc")
+	wantCode(t, r, ExitOK)
+	wantStderr(t, r, "note: checkpoint "+storeBackups(t, dir)[2].Name()+" was not in libvirt: redefined")
+	if got := topLayerData(t, storeBackups(t, dir)[3].File(backups[1].Disks[0])); got != "25165824+1048576" {
+		t.Errorf("the incremental after the second re-creation holds %s, want only 25165824+1048576", got)
+	}
 	want := sourceSums(t, bed, dom, "vda", "vdc")
 	out := filepath.Join(t.TempDir(), "restore")
 	wantCode(t, vb(t, open, "restore", "--from", dir, "--to", out), ExitOK)
@@ -68,7 +72,25 @@ func TestBackupAfterRecreateAndNewDisk(t *testing.T) {
 	}
 	r = vb(t, open, "verify", "--from", dir)
 	wantCode(t, r, ExitOK)
-	wantStderr(t, r, "All 5 disk images of 3 backups match")
+	wantStderr(t, r, "All 7 disk images of 4 backups match")
+}
+
+// recreate undefines the domain with its checkpoint metadata and defines
+// and starts it again from its XML, as after a move to another host.
+func recreate(t *testing.T, bed *testbed.Bed, dom string) {
+	t.Helper()
+	xml := filepath.Join(t.TempDir(), "domain.xml")
+	if err := os.WriteFile(xml, []byte(bed.Virsh(t, "dumpxml", "--inactive", dom)), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	// --graceful: QEMU stops on SIGTERM and writes its persistent bitmaps.
+	bed.Virsh(t, "destroy", "--graceful", dom)
+	bed.Virsh(t, "undefine", "--checkpoints-metadata", dom)
+	bed.Virsh(t, "define", xml)
+	bed.Virsh(t, "start", dom)
+	if out := strings.TrimSpace(bed.Virsh(t, "checkpoint-list", dom, "--name")); out != "" {
+		t.Fatalf("the re-created domain has checkpoints %q", out)
+	}
 }
 
 // --push: libvirt writes the images; the incremental ones are put in the

@@ -12,6 +12,8 @@ import (
 	"syscall"
 	"time"
 
+	"libvirt.org/go/libvirtxml"
+
 	"vbackup/chain"
 	"vbackup/contentsum"
 	exportfetch "vbackup/fetch"
@@ -32,13 +34,22 @@ func (r *backupRun) usable(ctx context.Context, last *chain.Backup) (bool, strin
 	if !errors.Is(err, virt.ErrNoCheckpoint) {
 		return false, "", checkpointErr(ctx, r.dom, last.Name(), err)
 	}
-	// Oldest first, so that each finds its parent.
+	// Oldest first, so that each finds its parent and the tree is as it was.
 	var lastErr error
 	for _, b := range r.store.Backups {
 		if _, err := r.dom.Checkpoint(ctx, b.Name()); !errors.Is(err, virt.ErrNoCheckpoint) {
 			continue
 		}
-		_, err := r.dom.CreateCheckpoint(ctx, b.Checkpoint.XML, virt.CreateFlags{Redefine: true, RedefineValidate: true})
+		doc := b.Checkpoint.XML
+		_, err := r.dom.CreateCheckpoint(ctx, doc, virt.CreateFlags{Redefine: true, RedefineValidate: true})
+		if err != nil && b == last {
+			// Its parent may be gone for good (deleted, its bitmap with it).
+			// Each checkpoint's bitmap records every change since it was made,
+			// so the last one stands alone as a root.
+			if root, ok := withoutParent(doc); ok {
+				_, err = r.dom.CreateCheckpoint(ctx, root, virt.CreateFlags{Redefine: true, RedefineValidate: true})
+			}
+		}
 		if err == nil {
 			fmt.Fprintf(r.env.Stderr, "note: checkpoint %s was not in libvirt: redefined from %s\n", b.Name(), filepath.Join(b.Dir, "checkpoint.xml"))
 		}
@@ -48,6 +59,17 @@ func (r *backupRun) usable(ctx context.Context, last *chain.Backup) (bool, strin
 		return false, fmt.Sprintf("libvirt has no checkpoint %s, and redefining it from %s failed (%v)", last.Name(), last.Dir, lastErr), nil
 	}
 	return true, "", nil
+}
+
+// withoutParent is a checkpoint's XML as a root.
+func withoutParent(doc string) (string, bool) {
+	var cp libvirtxml.DomainCheckpoint
+	if err := cp.Unmarshal(doc); err != nil || cp.Parent == nil {
+		return "", false
+	}
+	cp.Parent = nil
+	out, err := cp.Marshal()
+	return out, err == nil
 }
 
 // run makes the backup: the job, the images, the checksums, the manifest.
