@@ -1,6 +1,7 @@
 package commands
 
 import (
+	"encoding/json"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -232,4 +233,75 @@ func lockFolder(t *testing.T, dir string) func() {
 		exec.Command("sleep", "0.05").Run()
 	}
 	return func() { cmd.Process.Kill(); cmd.Wait() }
+}
+
+// removeBitmap deletes a checkpoint's bitmap behind libvirt's back, as a
+// crash can lose it: libvirt still lists the checkpoint, but it is broken.
+func removeBitmap(t *testing.T, bed *testbed.Bed, dom, bitmap string) {
+	t.Helper()
+	out := bed.Virsh(t, "qemu-monitor-command", dom, `{"execute":"query-named-block-nodes","arguments":{"flat":true}}`)
+	var reply struct {
+		Return []struct {
+			Node    string `json:"node-name"`
+			Bitmaps []struct {
+				Name string `json:"name"`
+			} `json:"dirty-bitmaps"`
+		} `json:"return"`
+	}
+	if err := json.Unmarshal([]byte(out), &reply); err != nil {
+		t.Fatalf("query-named-block-nodes: %v\n%s", err, out)
+	}
+	for _, n := range reply.Return {
+		for _, b := range n.Bitmaps {
+			if b.Name == bitmap {
+				bed.Virsh(t, "qemu-monitor-command", dom,
+					`{"execute":"block-dirty-bitmap-remove","arguments":{"node":"`+n.Node+`","name":"`+bitmap+`"}}`)
+				return
+			}
+		}
+	}
+	t.Fatalf("no bitmap %s in domain %s:\n%s", bitmap, dom, out)
+}
+
+// A checkpoint whose bitmap was lost cannot be built on: --level inc
+// refuses and changes nothing; auto makes a full backup and says why.
+func TestBackupBrokenCheckpoint(t *testing.T) {
+	open, bed := realDaemon(t)
+	dom := bed.Domain(t, "vda:qcow2:64M")
+	bed.Write(t, dom, "vda", 0x11, 0, 4<<20)
+	dir := filepath.Join(t.TempDir(), "backups")
+	wantCode(t, vb(t, open, "backup", dom, "--to", dir), ExitOK)
+	first := storeBackups(t, dir)[0].Name()
+	removeBitmap(t, bed, dom, first)
+	bed.Write(t, dom, "vda", 0xaa, 8<<20, 1<<20)
+
+	r := vb(t, open, "backup", dom, "--to", dir, "--level", "inc")
+	wantCode(t, r, ExitFailure)
+	wantStderr(t, r, "is as it was")
+	if !strings.Contains(strings.ToLower(r.stderr), "inconsistent") {
+		t.Errorf("the refusal does not say the checkpoint is broken:\n%s", r.stderr)
+	}
+	if got := backupLevels(t, dir); len(got) != 1 {
+		t.Errorf("a refused backup changed the folder: %v", got)
+	}
+	if out := strings.TrimSpace(bed.Virsh(t, "checkpoint-list", dom, "--name")); out != first {
+		t.Errorf("checkpoints after a refused backup: %q", out)
+	}
+
+	r = vb(t, open, "backup", dom, "--to", dir)
+	wantCode(t, r, ExitOK)
+	if !strings.Contains(r.stdout, "The checkpoint of backup "+first+" is broken in libvirt") {
+		t.Errorf("auto does not say why it made a full backup:\n%s", r.stdout)
+	}
+	wantStderr(t, r, "the broken checkpoint "+first+" is deleted from libvirt")
+	if out := strings.Fields(bed.Virsh(t, "checkpoint-list", dom, "--name")); len(out) != 1 || out[0] == first {
+		t.Errorf("checkpoints after the full backup: %v, want only the new one", out)
+	}
+	if got := backupLevels(t, dir)[1]; got != "full: vda=full" {
+		t.Errorf("the backup after a broken checkpoint: %s, want full", got)
+	}
+	want := sourceSums(t, bed, dom, "vda")
+	if got := storeBackups(t, dir)[1].Disks[0].Checksum; got != want["vda"] {
+		t.Errorf("manifest %s, disk %s", got, want["vda"])
+	}
 }

@@ -89,6 +89,10 @@ func (r *backupRun) run(ctx context.Context) (*chain.Backup, error) {
 	if errors.Is(err, virt.ErrCheckpointInconsistent) && r.opts.Level == chain.WantAuto && r.dec.Level == chain.Incremental {
 		// A bitmap lost after a crash shows only now.
 		fmt.Fprintf(r.out, "The checkpoint of backup %s is broken in libvirt (%v): making a full backup instead.\n", r.dec.From.Name(), err)
+		// It would go on claiming changes it no longer tracks.
+		if derr := r.dom.DeleteCheckpoint(ctx, r.dec.From.Name(), virt.DeleteFlags{MetadataOnly: true}); derr == nil {
+			fmt.Fprintf(r.env.Stderr, "note: the broken checkpoint %s is deleted from libvirt (the backup in %s stays)\n", r.dec.From.Name(), r.opts.Dir)
+		}
 		if r.dec, err = chain.Decide(chain.WantFull, r.dom.Name(), nil, false, "", r.decidedDisks()); err != nil {
 			return nil, err
 		}
