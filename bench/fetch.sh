@@ -7,7 +7,7 @@
 #                vs qemu-img convert -t writeback (flushes at the end, as
 #                vbackup fsyncs before it renames)
 #   incremental with 1 MiB changed: wall time and bytes read
-#   peak memory (max RSS) of vbackup
+#   peak memory (max RSS) of vbackup, raw and qcow2
 # Disk: 4 GiB virtual, 2 GiB of random data (override: SIZE_MB DATA_MB RUNS).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -49,6 +49,7 @@ for i in $(seq "$RUNS"); do
   t_vq+=("$(timed "$vb" backup-fetch bench --to "$out/q$i" --format qcow2 -q)")
 done
 rss=$( { /usr/bin/time -f %M "$vb" backup-fetch bench --to "$out/rss" --format raw -q; } 2>&1 | tail -1 )
+rssq=$( { /usr/bin/time -f %M "$vb" backup-fetch bench --to "$out/rssq" --format qcow2 -q; } 2>&1 | tail -1 )
 qemu-img compare -U -f qcow2 -F qcow2 "$img" "$out/q$RUNS/vda.qcow2" >/dev/null && same=identical || same=DIFFERENT
 "$vb" backup-end bench >/dev/null
 
@@ -69,5 +70,5 @@ printf '%-34s %7.2fs %7.2fs %6.2fx\n' "full -> raw   (ref: nbdcopy)" "$vraw" "$n
 printf '%-34s %7.2fs %7.2fs %6.2fx\n' "full -> qcow2 (ref: qemu-img convert)" "$vq" "$qconv" "$(echo "$vq / $qconv" | bc -l)"
 printf '%-34s %7.2fs %7.2fs %6.2fx\n' "full -> qcow2 (ref: convert -t writeback)" "$vq" "$qwb" "$(echo "$vq / $qwb" | bc -l)"
 printf 'incremental, 1 MiB changed: %.2fs (%s)\n' "$t_inc" "$(echo "$line" | sed 's/^ *//')"
-printf 'peak memory of a full raw fetch: %s MiB\n' "$((rss / 1024))"
+printf 'peak memory of a full fetch: raw %s MiB, qcow2 %s MiB\n' "$((rss / 1024))" "$((rssq / 1024))"
 printf 'qcow2 fetch vs source: %s\n' "$same"

@@ -2,81 +2,57 @@ package fetch
 
 import (
 	"context"
-	"sync"
 	"sync/atomic"
+
+	"vbackup/nbd"
 )
 
-// copyExtents copies the plan from the export to the target with a bounded
-// number of requests in flight (spread over the source's connections), so
-// memory stays at InFlight × Request whatever the disk's size.
-func copyExtents(ctx context.Context, src *source, dst target, p plan, opts Options, done *atomic.Uint64, res *DiskResult) error {
-	ctx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	req := uint64(opts.Request)
-	if max := uint64(src.conns[0].MaxRequest()); max > 0 && req > max {
-		req = max
+// copyDisk copies what the plan says from the export into the target with
+// nbd.CopyPieces: Request-sized reads, InFlight of them at once, spread
+// over the source's connections, so memory stays at InFlight × Request
+// whatever the disk's size. The plan is walked twice, first for the total
+// that progress reports against, then for the copy itself.
+func (j *diskJob) copyDisk(ctx context.Context, src *source, dst target) error {
+	fitted := func() plan { return dst.fit(wanted(ctx, src.conns[0], j.disk.Bitmap)) }
+	var total uint64
+	for x, err := range fitted() {
+		if err != nil {
+			return err
+		}
+		total += x.len
 	}
-	work := make(chan piece)
+	j.total.Store(total)
+
 	var (
-		wg       sync.WaitGroup
-		once     sync.Once
-		firstErr error
-		copied   atomic.Uint64
-		zeroed   atomic.Uint64
+		copied, zeroed atomic.Uint64
+		extents        int
+		last           piece
 	)
-	fail := func(err error) {
-		once.Do(func() { firstErr = err; cancel() })
-	}
-	for w := 0; w < opts.InFlight; w++ {
-		conn := src.conns[w%len(src.conns)]
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			buf := make([]byte, req)
-			for x := range work {
-				if x.zero {
-					if err := dst.zero(ctx, x.off, x.len); err != nil {
-						fail(err)
-						return
-					}
+	counted := func(yield func(piece, error) bool) {
+		for x, err := range fitted() {
+			if err == nil {
+				if x.off != last.end() || x.zero != last.zero || extents == 0 {
+					extents++ // not a continuation of a piece cut for length
+				}
+				last = x
+				if x.zero { // the target is new: zero pieces cost no write
 					zeroed.Add(x.len)
-					done.Add(x.len)
-					continue
+					j.done.Add(x.len)
 				}
-				b := buf[:x.len]
-				if err := conn.ReadAt(ctx, b, x.off); err != nil {
-					fail(err)
-					return
-				}
-				if err := dst.writeAt(ctx, b, x.off); err != nil {
-					fail(err)
-					return
-				}
-				copied.Add(x.len)
-				done.Add(x.len)
 			}
-		}()
-	}
-feed:
-	for _, x := range p {
-		step := req
-		if x.zero {
-			step = 1 << 30 // one zeroing request covers a large range cheaply
-		}
-		for off := x.off; off < x.off+x.len; off += step {
-			n := min(step, x.off+x.len-off)
-			select {
-			case work <- piece{off: off, len: n, zero: x.zero}:
-			case <-ctx.Done():
-				break feed
+			if !yield(x, err) {
+				return
 			}
 		}
 	}
-	close(work)
-	wg.Wait()
-	res.Copied, res.Zeroed = copied.Load(), zeroed.Load()
-	if firstErr != nil {
-		return firstErr
-	}
-	return ctx.Err()
+	_, err := nbd.CopyPieces(ctx, src.conns, dst, dst.layout(counted), nbd.CopyOptions{
+		RequestSize: j.opts.Request,
+		InFlight:    j.opts.InFlight,
+		Progress: func(n int64) {
+			copied.Add(uint64(n))
+			j.done.Add(uint64(n))
+		},
+	})
+	j.result.Copied, j.result.Zeroed, j.result.Extents = copied.Load(), zeroed.Load(), extents
+	return err
 }

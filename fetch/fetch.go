@@ -179,10 +179,6 @@ func (j *diskJob) run(ctx context.Context) (err error) {
 	defer src.close()
 	size := src.conns[0].Export().Size
 	j.result.Size = size
-	plan, err := mapExtents(ctx, src.conns[0], j.disk.Bitmap, size)
-	if err != nil {
-		return err
-	}
 	partial := j.disk.Path + ".partial"
 	if _, err := os.Lstat(partial); err == nil {
 		// A .partial is never a backup: it is what a failed fetch left.
@@ -190,22 +186,20 @@ func (j *diskJob) run(ctx context.Context) (err error) {
 			return err
 		}
 	}
-	dst, plan, err := createTarget(partial, j.disk.Format, j.disk.Backing, size, plan)
+	dst, err := createTarget(partial, j.disk.Format, j.disk.Backing, size)
 	if err != nil {
 		return err
 	}
-	j.result.Extents = len(plan)
-	j.total.Store(plan.bytes())
 	defer func() {
 		if err != nil {
 			dst.abort()
 			os.Remove(partial)
 		}
 	}()
-	if err := copyExtents(ctx, src, dst, plan, j.opts, &j.done, &j.result); err != nil {
+	if err := j.copyDisk(ctx, src, dst); err != nil {
 		return err
 	}
-	if err := dst.finish(ctx); err != nil {
+	if err := dst.finish(); err != nil {
 		return fmt.Errorf("finishing %s: %w", partial, err)
 	}
 	if err := os.Rename(partial, j.disk.Path); err != nil {

@@ -2,7 +2,7 @@ package fetch
 
 import (
 	"context"
-	"fmt"
+	"iter"
 
 	"vbackup/nbd"
 )
@@ -15,99 +15,73 @@ type piece struct {
 	zero     bool
 }
 
-type plan []piece
+func (x piece) end() uint64 { return x.off + x.len }
 
-func (p plan) bytes() uint64 {
-	var n uint64
-	for _, x := range p {
-		n += x.len
-	}
-	return n
+// plan is what to copy of a disk, pieces in increasing order, worked out
+// as it is consumed (block status a window at a time), so that no list of
+// the disk's extents is ever held: memory does not grow with the disk.
+type plan = iter.Seq2[piece, error]
+
+// base:allocation's NBD_STATE_ZERO.
+const stateZero = nbd.StateZero
+
+// wanted is what to copy. A full export: every extent that is not known to
+// read as zeroes (a fresh target reads as zeroes already). An incremental:
+// every changed extent, as data, or as zeroes where it reads as zeroes.
+func wanted(ctx context.Context, c *nbd.Conn, bitmap string) plan {
+	return fromExtents(c.Extents(ctx, bitmap), bitmap != "")
 }
 
-// base:allocation flags (NBD_STATE_HOLE, NBD_STATE_ZERO) and the dirty flag
-// of qemu:dirty-bitmap contexts.
-const (
-	stateHole  = 1
-	stateZero  = 2
-	stateDirty = 1
-)
-
-// mapExtents lists what to copy. A full export: every extent that is not
-// known to read as zeroes (a fresh target reads as zeroes already). An
-// incremental: every changed extent, as data, or as zeroes where it reads as
-// zeroes.
-func mapExtents(ctx context.Context, c *nbd.Conn, bitmap string, size uint64) (plan, error) {
-	alloc, err := walk(ctx, c, baseAllocation, 0, size)
-	if err != nil {
-		return nil, err
-	}
-	var out plan
-	if bitmap == "" {
-		for _, e := range alloc {
-			if e.Flags&stateZero == 0 {
-				out = add(out, piece{off: e.Offset, len: e.Length})
+// fromExtents is wanted from the export's extents (base:allocation's, cut
+// to the changed ones for an incremental).
+func fromExtents(exts iter.Seq2[nbd.Extent, error], incremental bool) plan {
+	return merged(func(yield func(piece, error) bool) {
+		for e, err := range exts {
+			if err != nil {
+				yield(piece{}, err)
+				return
+			}
+			zero := e.Flags&stateZero != 0
+			if zero && !incremental {
+				continue
+			}
+			if !yield(piece{off: e.Offset, len: e.Length, zero: zero}, nil) {
+				return
 			}
 		}
-		return out, nil
-	}
-	dirty, err := walk(ctx, c, bitmap, 0, size)
-	if err != nil {
-		return nil, err
-	}
-	i := 0
-	for _, d := range dirty {
-		if d.Flags&stateDirty == 0 {
-			continue
-		}
-		for ; i < len(alloc) && alloc[i].End() <= d.Offset; i++ {
-		}
-		for k := i; k < len(alloc) && alloc[k].Offset < d.End(); k++ {
-			lo, hi := max(d.Offset, alloc[k].Offset), min(d.End(), alloc[k].End())
-			out = add(out, piece{off: lo, len: hi - lo, zero: alloc[k].Flags&stateZero != 0})
-		}
-	}
-	return out, nil
+	})
 }
 
-// walk asks for block status over [off, end) until the server has
-// described all of it (a reply may cover only part of a request).
-func walk(ctx context.Context, c *nbd.Conn, context string, off, end uint64) ([]nbd.Extent, error) {
-	var out []nbd.Extent
-	const ask = 1 << 30 // servers answer large requests in parts anyway
-	for off < end {
-		n := min(end-off, ask)
-		exts, err := c.BlockStatus(ctx, context, off, n)
-		if err != nil {
-			return nil, err
-		}
-		if len(exts) == 0 {
-			return nil, fmt.Errorf("block status of %q at offset %d: the server described nothing", context, off)
-		}
-		for _, e := range exts {
-			if e.Offset != off || e.Length == 0 {
-				return nil, fmt.Errorf("block status of %q: extents do not follow each other at offset %d", context, off)
-			}
-			e.Length = min(e.Length, end-off)
-			out = append(out, e)
-			off += e.Length
-			if off >= end {
-				break
-			}
-		}
-	}
-	return out, nil
-}
+// mergeCap bounds a merged piece, so that the copy of a disk that is one
+// long extent starts before the whole disk has been walked.
+const mergeCap = 1 << 30
 
-// add appends x, merging it with the last piece when they touch and are of
-// the same kind.
-func add(p plan, x piece) plan {
-	if x.len == 0 {
-		return p
+// merged joins pieces of the same kind that touch, up to the first end
+// aligned to a qcow2 cluster past mergeCap (the export's block status
+// windows end there; the cut leaves whole clusters on both sides).
+func merged(in plan) plan {
+	return func(yield func(piece, error) bool) {
+		var cur piece
+		for x, err := range in {
+			if err != nil {
+				yield(piece{}, err)
+				return
+			}
+			if x.len == 0 {
+				continue
+			}
+			touches := cur.len > 0 && cur.zero == x.zero && cur.end() == x.off
+			if touches && (cur.len < mergeCap || cur.end()%clusterSize != 0) {
+				cur.len += x.len
+				continue
+			}
+			if cur.len > 0 && !yield(cur, nil) {
+				return
+			}
+			cur = x
+		}
+		if cur.len > 0 {
+			yield(cur, nil)
+		}
 	}
-	if n := len(p); n > 0 && p[n-1].zero == x.zero && p[n-1].off+p[n-1].len == x.off {
-		p[n-1].len += x.len
-		return p
-	}
-	return append(p, x)
 }

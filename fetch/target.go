@@ -1,45 +1,47 @@
 package fetch
 
 import (
-	"context"
 	"fmt"
+	"io"
+	"iter"
 	"os"
 	"path/filepath"
 
-	"golang.org/x/sys/unix"
-
+	"vbackup/nbd"
 	"vbackup/qcow2"
 )
 
-// target is the file being written.
+// target is the file being written. The copy writes into it (WriteAt) the
+// data pieces layout yields, where each says.
 type target interface {
-	writeAt(ctx context.Context, p []byte, off uint64) error
-	zero(ctx context.Context, off, n uint64) error
-	finish(ctx context.Context) error // flush to stable storage
+	io.WriterAt
+	// fit shapes a plan to what the file can hold.
+	fit(p plan) plan
+	// layout places the pieces of a fitted plan in the file, in order, as
+	// the copy consumes them, and yields the data to copy and where it
+	// goes. Zero pieces need no copy: the file is new.
+	layout(p plan) iter.Seq2[nbd.Piece, error]
+	finish() error // flush to stable storage and close
 	abort()
 }
 
-// createTarget makes the file to write and returns the plan fitted to it.
-func createTarget(path, format, backing string, size uint64, p plan) (target, plan, error) {
+func createTarget(path, format, backing string, size uint64) (target, error) {
 	switch format {
 	case "raw":
 		if backing != "" {
-			return nil, nil, fmt.Errorf("a raw file cannot have a backing file; use --format qcow2")
+			return nil, fmt.Errorf("a raw file cannot have a backing file; use --format qcow2")
 		}
-		t, err := newRawTarget(path, size)
-		return t, p, err
+		return newRawTarget(path, size)
 	case "qcow2":
-		aligned, clusters := alignPlan(p, size)
-		t, err := newQcow2Target(path, backing, size, clusters)
-		return t, aligned, err
+		return newQcow2Target(path, backing, size)
 	}
-	return nil, nil, fmt.Errorf("unknown format %q: use raw or qcow2", format)
+	return nil, fmt.Errorf("unknown format %q: use raw or qcow2", format)
 }
 
 // rawTarget is a sparse raw file: what is not written reads as zeroes.
-type rawTarget struct{ f *os.File }
+type rawTarget struct{ *os.File }
 
-func newRawTarget(path string, size uint64) (*rawTarget, error) {
+func newRawTarget(path string, size uint64) (target, error) {
 	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE|os.O_EXCL, 0o600)
 	if err != nil {
 		return nil, err
@@ -48,35 +50,46 @@ func newRawTarget(path string, size uint64) (*rawTarget, error) {
 		f.Close()
 		return nil, err
 	}
-	return &rawTarget{f: f}, nil
+	return &rawTarget{f}, nil
 }
 
-func (t *rawTarget) writeAt(_ context.Context, p []byte, off uint64) error {
-	_, err := t.f.WriteAt(p, int64(off))
-	return err
+func (t *rawTarget) fit(p plan) plan { return p }
+
+// layout puts every piece at its own offset.
+func (t *rawTarget) layout(p plan) iter.Seq2[nbd.Piece, error] {
+	return func(yield func(nbd.Piece, error) bool) {
+		for x, err := range p {
+			if err != nil {
+				yield(nbd.Piece{}, err)
+				return
+			}
+			if !x.zero && !yield(nbd.Piece{Offset: x.off, Length: x.len, To: x.off}, nil) {
+				return
+			}
+		}
+	}
 }
 
-func (t *rawTarget) zero(_ context.Context, off, n uint64) error {
-	// The file is new and sparse: punching keeps it so, and is exact.
-	return unix.Fallocate(int(t.f.Fd()), unix.FALLOC_FL_PUNCH_HOLE|unix.FALLOC_FL_KEEP_SIZE, int64(off), int64(n))
-}
-
-func (t *rawTarget) finish(context.Context) error {
-	if err := t.f.Sync(); err != nil {
+func (t *rawTarget) finish() error {
+	if err := t.Sync(); err != nil {
+		t.Close()
 		return err
 	}
-	return t.f.Close()
+	return t.Close()
 }
 
-func (t *rawTarget) abort() { t.f.Close() }
+func (t *rawTarget) abort() { t.Close() }
 
-// qcow2Target is a new qcow2 image whose clusters are all known before it
-// is written (qcow2.Writer): data clusters land at precomputed offsets,
-// concurrently, as in a raw file; the metadata is written last. Going
+// qcow2Target is a new qcow2 image laid out as the copy goes
+// (qcow2.Writer): each data cluster's place is known before it is read,
+// so data lands at those offsets, concurrently, as in a raw file. Going
 // through qemu-nbd instead measured 2.5x slower than qemu-img convert.
-type qcow2Target struct{ w *qcow2.Writer }
+type qcow2Target struct {
+	*qcow2.Writer
+	size uint64
+}
 
-func newQcow2Target(path, backing string, size uint64, clusters []qcow2.Cluster) (*qcow2Target, error) {
+func newQcow2Target(path, backing string, size uint64) (target, error) {
 	var opts qcow2.Options
 	if backing != "" {
 		// QEMU reads a relative backing name from the image's folder.
@@ -89,26 +102,49 @@ func newQcow2Target(path, backing string, size uint64, clusters []qcow2.Cluster)
 		}
 		opts = qcow2.Options{Backing: backing, BackingFormat: "qcow2"}
 	}
-	w, err := qcow2.Create(path, size, clusters, opts)
+	w, err := qcow2.Create(path, size, opts)
 	if err != nil {
 		return nil, err
 	}
-	return &qcow2Target{w: w}, nil
+	return &qcow2Target{Writer: w, size: size}, nil
 }
 
-func (t *qcow2Target) writeAt(_ context.Context, p []byte, off uint64) error {
-	if rem := len(p) % qcow2.ClusterSize; rem != 0 {
-		// The disk's last cluster is partial: pad it.
-		padded := make([]byte, len(p)+qcow2.ClusterSize-rem)
-		copy(padded, p)
-		p = padded
+func (t *qcow2Target) fit(p plan) plan { return clusterAligned(p, t.size) }
+
+// layout adds each piece's clusters to the image; a data piece's clusters
+// are adjacent on the host within a 512 MiB region, so it is copied in
+// one piece per region it spans.
+func (t *qcow2Target) layout(p plan) iter.Seq2[nbd.Piece, error] {
+	return func(yield func(nbd.Piece, error) bool) {
+		for x, err := range p {
+			if err != nil {
+				yield(nbd.Piece{}, err)
+				return
+			}
+			first, count := x.off/clusterSize, (x.len+clusterSize-1)/clusterSize
+			if x.zero {
+				if err := t.AddZero(first, count); err != nil {
+					yield(nbd.Piece{}, err)
+					return
+				}
+				continue
+			}
+			for count > 0 {
+				host, n, err := t.Add(first, count)
+				if err != nil {
+					yield(nbd.Piece{}, err)
+					return
+				}
+				off := first * clusterSize
+				if !yield(nbd.Piece{Offset: off, Length: min(n*clusterSize, x.end()-off), To: host}, nil) {
+					return
+				}
+				first, count = first+n, count-n
+			}
+		}
 	}
-	return t.w.WriteAt(p, off)
 }
 
-// zero has nothing to write: zero clusters are in the image's metadata.
-func (t *qcow2Target) zero(context.Context, uint64, uint64) error { return nil }
+func (t *qcow2Target) finish() error { return t.Close() }
 
-func (t *qcow2Target) finish(context.Context) error { return t.w.Close() }
-
-func (t *qcow2Target) abort() { t.w.Abort() }
+func (t *qcow2Target) abort() { t.Abort() }

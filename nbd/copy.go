@@ -4,11 +4,12 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"iter"
 	"sync"
 	"sync/atomic"
 )
 
-// CopyOptions tune Copy.
+// CopyOptions tune Copy and CopyPieces.
 type CopyOptions struct {
 	// RequestSize is the length of each read; 0 means 256 KiB. It is
 	// rounded to the export's preferred block size and capped at
@@ -19,21 +20,24 @@ type CopyOptions struct {
 	// InFlight is how many reads are in flight at once, over all
 	// connections; 0 means 16. Each holds a buffer of RequestSize.
 	InFlight int
-	// Connections is how many connections to spread the reads over, c
+	// Connections is how many connections Copy spreads the reads over, c
 	// included; 0 means 1. Copy opens the others (Clone) and closes them;
 	// it opens none when the export lacks NBD_FLAG_CAN_MULTI_CONN.
+	// CopyPieces uses the connections it is given instead.
 	Connections int
 	// Dirty, if set, names a metadata context negotiated on c whose
-	// extents flagged StateDirty are the only ones copied, such as
-	// "qemu:dirty-bitmap:NAME" for an incremental backup.
+	// extents flagged StateDirty are the only ones Copy copies, such as
+	// "qemu:dirty-bitmap:NAME" for an incremental backup. CopyPieces
+	// copies the pieces it is given instead.
 	Dirty string
 	// DstNotZero says dst may hold old data where the export now reads as
 	// zeroes: Copy then writes zeroes there (with dst's ZeroAt when it
-	// has one) instead of skipping them. Leave it false for a fresh
-	// sparse file of the export's size.
+	// has one) instead of skipping them, and both write the holes of each
+	// read. Leave it false for a fresh sparse file.
 	DstNotZero bool
-	// Progress, if set, is called with the length of each range written
-	// to dst. Calls do not overlap.
+	// Progress, if set, is called with the length of each part of a piece
+	// done: read (its holes included) and written, or zeroed. Calls do not
+	// overlap.
 	Progress func(n int64)
 }
 
@@ -43,10 +47,12 @@ type ZeroerAt interface {
 	ZeroAt(off, n int64) error
 }
 
-// copyJob is one range for a worker: read and write it, or zero it.
-type copyJob struct {
-	off, n uint64
-	zero   bool
+// A Piece is a range of the export to copy and where it goes in the
+// destination, for CopyPieces.
+type Piece struct {
+	Offset, Length uint64 // the range of the export
+	To             uint64 // the destination's offset for Offset
+	Zero           bool   // make the destination read as zeroes there, without reading the export
 }
 
 // Copy copies the export c is connected to into dst at the same offsets,
@@ -54,23 +60,14 @@ type copyJob struct {
 // and by the holes of each read) and, with opts.Dirty, what is not dirty.
 // It keeps opts.InFlight reads in flight and returns the number of bytes
 // written to dst. dst should already have the export's size; Copy does not
-// extend it over a trailing hole.
+// extend it over a trailing hole. Its memory does not grow with the export:
+// it asks block status a window at a time, as it goes.
 func Copy(ctx context.Context, c *Conn, dst io.WriterAt, opts CopyOptions) (int64, error) {
 	e := c.Export()
 	if opts.Dirty != "" {
 		if _, err := c.contextID(opts.Dirty); err != nil {
 			return 0, c.opErr("copy", 0, e.Size, err)
 		}
-	}
-	reqSize := uint64(opts.RequestSize)
-	if reqSize == 0 {
-		reqSize = 256 << 10
-	}
-	pref := uint64(max(e.BlockSize.Preferred, e.BlockSize.Min))
-	reqSize = min(max(reqSize/pref*pref, pref), uint64(c.maxPayload))
-	inFlight := opts.InFlight
-	if inFlight <= 0 {
-		inFlight = 16
 	}
 	conns := []*Conn{c}
 	if opts.Connections > 1 && e.Flags.CanMultiConn() {
@@ -85,86 +82,59 @@ func Copy(ctx context.Context, c *Conn, dst io.WriterAt, opts CopyOptions) (int6
 		}()
 		conns = append(conns, more...)
 	}
-
-	ctx, cancel := context.WithCancelCause(ctx)
-	defer cancel(nil)
-	jobs := make(chan copyJob, inFlight)
-	var written atomic.Int64
-	var progressMu sync.Mutex
-	wrote := func(n uint64) {
-		written.Add(int64(n))
-		if opts.Progress != nil {
-			progressMu.Lock()
-			opts.Progress(int64(n))
-			progressMu.Unlock()
-		}
-	}
-	var wg sync.WaitGroup
-	for i := range inFlight {
-		wg.Go(func() {
-			w := copyWorker{conn: conns[i%len(conns)], dst: dst, buf: make([]byte, reqSize), opts: &opts, wrote: wrote}
-			for job := range jobs {
-				if err := w.do(ctx, job); err != nil {
-					cancel(err)
-				}
-			}
-		})
-	}
-	_, canZero := dst.(ZeroerAt)
-	err := planCopy(ctx, c, opts, reqSize, canZero, jobs)
-	if err != nil {
-		cancel(err)
-	}
-	close(jobs)
-	wg.Wait()
-	if cause := context.Cause(ctx); cause != nil {
-		err = cause // the first error, of a worker or of the plan
-	}
-	return written.Load(), err
-}
-
-// planCopy walks the export a window at a time, asking block status for
-// what to copy, and queues the jobs.
-func planCopy(ctx context.Context, c *Conn, opts CopyOptions, reqSize uint64, canZero bool, jobs chan<- copyJob) error {
-	const window = 1 << 30
-	size := c.export.Size
-	_, errAlloc := c.contextID(ContextAllocation)
-	for off := uint64(0); off < size; off += window {
-		n := min(window, size-off)
-		plan := []Extent{{Offset: off, Length: n}} // Flags: StateZero where zero
-		if errAlloc == nil {
-			exts, err := c.BlockStatus(ctx, ContextAllocation, off, n)
+	pieces := func(yield func(Piece, error) bool) {
+		for ext, err := range c.Extents(ctx, opts.Dirty) {
 			if err != nil {
-				return err
+				yield(Piece{}, err)
+				return
 			}
-			plan = exts
-		}
-		if opts.Dirty != "" {
-			dirty, err := c.BlockStatus(ctx, opts.Dirty, off, n)
-			if err != nil {
-				return err
-			}
-			plan = intersect(plan, dirty)
-		}
-		for _, ext := range plan {
 			zero := ext.Flags&StateZero != 0
 			if zero && !opts.DstNotZero {
 				continue
 			}
-			step := reqSize
-			if zero && canZero {
-				step = ext.Length // one ZeroAt; else workers share writing zeroes
+			if !yield(Piece{Offset: ext.Offset, Length: ext.Length, To: ext.Offset, Zero: zero}, nil) {
+				return
 			}
-			for o := ext.Offset; o < ext.End(); o += step {
-				select {
-				case jobs <- copyJob{off: o, n: min(step, ext.End()-o), zero: zero}:
-				case <-ctx.Done():
-					return context.Cause(ctx)
+		}
+	}
+	return CopyPieces(ctx, conns, dst, pieces, opts)
+}
+
+// Extents yields the extents of the export in order, asking block status
+// a window at a time as it goes: those of base:allocation, flagged
+// StateZero where they read as zeroes (the whole export as data when
+// base:allocation was not negotiated), and with dirty set, only their
+// parts that the metadata context dirty flags StateDirty.
+func (c *Conn) Extents(ctx context.Context, dirty string) iter.Seq2[Extent, error] {
+	return func(yield func(Extent, error) bool) {
+		const window = 1 << 30
+		size := c.export.Size
+		_, errAlloc := c.contextID(ContextAllocation)
+		for off := uint64(0); off < size; off += window {
+			n := min(window, size-off)
+			exts := []Extent{{Offset: off, Length: n}}
+			if errAlloc == nil {
+				var err error
+				if exts, err = c.BlockStatus(ctx, ContextAllocation, off, n); err != nil {
+					yield(Extent{}, err)
+					return
+				}
+			}
+			if dirty != "" {
+				d, err := c.BlockStatus(ctx, dirty, off, n)
+				if err != nil {
+					yield(Extent{}, err)
+					return
+				}
+				exts = intersect(exts, d)
+			}
+			for _, e := range exts {
+				if !yield(e, nil) {
+					return
 				}
 			}
 		}
 	}
-	return nil
 }
 
 // intersect keeps the parts of alloc that dirty flags StateDirty.
@@ -185,23 +155,106 @@ func intersect(alloc, dirty []Extent) []Extent {
 	return out
 }
 
-type copyWorker struct {
-	conn  *Conn
-	dst   io.WriterAt
-	buf   []byte
-	opts  *CopyOptions
-	wrote func(n uint64)
+// CopyPieces is the loop of Copy, for a caller that chooses what to copy
+// and where it goes, such as an image format's layout: it copies each
+// piece the sequence yields, in order, from the export into dst at the
+// piece's To, with opts.InFlight requests of opts.RequestSize in flight,
+// spread over conns (one or more, all connected to the same export). A
+// data piece is read and written; a zero piece is never read but zeroed
+// in dst (ZeroAt when dst has it). The sequence is consumed as the copy
+// goes, on the calling goroutine, so that a caller can lay out a piece
+// just before it is copied. CopyPieces returns the number of bytes
+// written to dst.
+func CopyPieces(ctx context.Context, conns []*Conn, dst io.WriterAt, pieces iter.Seq2[Piece, error], opts CopyOptions) (int64, error) {
+	e := conns[0].Export()
+	reqSize := uint64(opts.RequestSize)
+	if reqSize == 0 {
+		reqSize = 256 << 10
+	}
+	pref := uint64(max(e.BlockSize.Preferred, e.BlockSize.Min))
+	reqSize = min(max(reqSize/pref*pref, pref), uint64(conns[0].maxPayload))
+	inFlight := opts.InFlight
+	if inFlight <= 0 {
+		inFlight = 16
+	}
+
+	ctx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
+	jobs := make(chan Piece, inFlight)
+	var written atomic.Int64
+	var progressMu sync.Mutex
+	done := func(n uint64) {
+		if opts.Progress != nil {
+			progressMu.Lock()
+			opts.Progress(int64(n))
+			progressMu.Unlock()
+		}
+	}
+	var wg sync.WaitGroup
+	for i := range inFlight {
+		wg.Go(func() {
+			w := copyWorker{conn: conns[i%len(conns)], dst: dst, buf: make([]byte, reqSize), opts: &opts, written: &written, done: done}
+			for job := range jobs {
+				if err := w.do(ctx, job); err != nil {
+					cancel(err)
+				}
+			}
+		})
+	}
+	_, canZero := dst.(ZeroerAt)
+	err := feed(ctx, pieces, reqSize, canZero, jobs)
+	if err != nil {
+		cancel(err)
+	}
+	close(jobs)
+	wg.Wait()
+	if cause := context.Cause(ctx); cause != nil {
+		err = cause // the first error, of a worker or of the pieces
+	}
+	return written.Load(), err
 }
 
-func (w *copyWorker) do(ctx context.Context, job copyJob) error {
+// feed cuts the pieces into jobs for the workers: reads of at most
+// reqSize, and zero pieces whole when dst can zero cheaply.
+func feed(ctx context.Context, pieces iter.Seq2[Piece, error], reqSize uint64, canZero bool, jobs chan<- Piece) error {
+	for p, err := range pieces {
+		if err != nil {
+			return err
+		}
+		step := reqSize
+		if p.Zero && canZero {
+			step = p.Length // one ZeroAt; else workers share writing zeroes
+		}
+		for o := uint64(0); o < p.Length; o += step {
+			job := Piece{Offset: p.Offset + o, Length: min(step, p.Length-o), To: p.To + o, Zero: p.Zero}
+			select {
+			case jobs <- job:
+			case <-ctx.Done():
+				return context.Cause(ctx)
+			}
+		}
+	}
+	return nil
+}
+
+type copyWorker struct {
+	conn    *Conn
+	dst     io.WriterAt
+	buf     []byte
+	opts    *CopyOptions
+	written *atomic.Int64
+	done    func(n uint64)
+}
+
+func (w *copyWorker) do(ctx context.Context, job Piece) error {
 	if ctx.Err() != nil {
 		return nil
 	}
-	if job.zero {
-		return w.zero(job.off, job.n)
+	if job.Zero {
+		return w.zero(job.To, job.Length)
 	}
-	p := w.buf[:job.n]
-	holes, err := w.conn.ReadAtSparse(ctx, p, job.off)
+	p := w.buf[:job.Length]
+	holes, err := w.conn.ReadAtSparse(ctx, p, job.Offset)
 	if err != nil {
 		return err
 	}
@@ -209,16 +262,18 @@ func (w *copyWorker) do(ctx context.Context, job copyJob) error {
 		holes = nil
 	}
 	// Write what lies between the holes.
-	pos := job.off
-	for _, h := range append(holes, Extent{Offset: job.off + job.n}) {
+	pos := job.Offset
+	for _, h := range append(holes, Extent{Offset: job.Offset + job.Length}) {
 		if h.Offset > pos {
-			if _, err := w.dst.WriteAt(p[pos-job.off:h.Offset-job.off], int64(pos)); err != nil {
-				return fmt.Errorf("nbd: copy of export %q: writing at offset %d: %w", w.conn.export.Name, pos, err)
+			at := job.To + (pos - job.Offset)
+			if _, err := w.dst.WriteAt(p[pos-job.Offset:h.Offset-job.Offset], int64(at)); err != nil {
+				return fmt.Errorf("nbd: copy of export %q: writing at offset %d: %w", w.conn.export.Name, at, err)
 			}
-			w.wrote(h.Offset - pos)
+			w.written.Add(int64(h.Offset - pos))
 		}
 		pos = h.End()
 	}
+	w.done(job.Length)
 	return nil
 }
 
@@ -227,7 +282,8 @@ func (w *copyWorker) zero(off, n uint64) error {
 		if err := z.ZeroAt(int64(off), int64(n)); err != nil {
 			return fmt.Errorf("nbd: copy of export %q: zeroing at offset %d: %w", w.conn.export.Name, off, err)
 		}
-		w.wrote(n)
+		w.written.Add(int64(n))
+		w.done(n)
 		return nil
 	}
 	clear(w.buf)
@@ -236,8 +292,9 @@ func (w *copyWorker) zero(off, n uint64) error {
 		if _, err := w.dst.WriteAt(w.buf[:l], int64(o)); err != nil {
 			return fmt.Errorf("nbd: copy of export %q: writing zeroes at offset %d: %w", w.conn.export.Name, o, err)
 		}
-		w.wrote(l)
+		w.written.Add(int64(l))
 		o += l
 	}
+	w.done(n)
 	return nil
 }

@@ -4,10 +4,12 @@ import (
 	"bytes"
 	"errors"
 	"io"
+	"iter"
 	"math/rand/v2"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -110,6 +112,101 @@ func TestCopyReadError(t *testing.T) {
 	_, err := Copy(testCtx(t), c, &memDst{b: make([]byte, 64<<20)}, CopyOptions{})
 	if !errors.Is(err, EIO) || !strings.Contains(err.Error(), `export "vda": read at offset`) {
 		t.Errorf("Copy from a failing disk: %v; want EIO naming the read", err)
+	}
+}
+
+func seq(pieces ...Piece) iter.Seq2[Piece, error] {
+	return func(yield func(Piece, error) bool) {
+		for _, p := range pieces {
+			if !yield(p, nil) {
+				return
+			}
+		}
+	}
+}
+
+// CopyPieces puts each piece where it says, leaves the holes of reads
+// unwritten unless DstNotZero, and zeroes zero pieces without reading them
+// (this one lies beyond the export). Progress counts every piece's bytes.
+func TestCopyPieces(t *testing.T) {
+	img, _ := sparseImage(t)
+	s := qemuNBD(t, img, "-r", "-f", "qcow2")
+	c := dial(t, s.uri(), Options{})
+	pieces := []Piece{
+		{Offset: 1 << 20, Length: 1<<20 + 64<<10, To: 64 << 10}, // 0xab, then a hole
+		{Offset: 10 << 20, Length: 64 << 10, To: 3 << 20},       // 0xcd
+		{Offset: 40 << 20, Length: 512 << 10, To: 7 << 20},      // 0x11
+		{Offset: 1 << 40, Length: 128 << 10, To: 5 << 20, Zero: true},
+	}
+	for _, notZero := range []bool{false, true} {
+		m := &memDst{b: bytes.Repeat([]byte{0xff}, 8<<20)}
+		var progress int64
+		n, err := CopyPieces(testCtx(t), []*Conn{c}, zeroingDst{m}, seq(pieces...),
+			CopyOptions{RequestSize: 64 << 10, InFlight: 4, DstNotZero: notZero, Progress: func(n int64) { progress += n }})
+		if err != nil {
+			t.Fatal(err)
+		}
+		want := bytes.Repeat([]byte{0xff}, 8<<20)
+		copy(want[64<<10:], bytes.Repeat([]byte{0xab}, 1<<20))
+		copy(want[3<<20:], bytes.Repeat([]byte{0xcd}, 64<<10))
+		copy(want[7<<20:], bytes.Repeat([]byte{0x11}, 512<<10))
+		clear(want[5<<20 : 5<<20+128<<10])
+		wantN := int64(1<<20 + 64<<10 + 512<<10 + 128<<10)
+		if notZero {
+			clear(want[64<<10+1<<20 : 128<<10+1<<20])
+			wantN += 64 << 10
+		}
+		if !bytes.Equal(m.b, want) || n != wantN || progress != 1<<20+64<<10+64<<10+512<<10+128<<10 {
+			t.Errorf("DstNotZero %v: data right %v, wrote %d (want %d), progress %d", notZero, bytes.Equal(m.b, want), n, wantN, progress)
+		}
+	}
+
+	boom := errors.New("boom")
+	failing := func(yield func(Piece, error) bool) {
+		if yield(pieces[0], nil) {
+			yield(Piece{}, boom)
+		}
+	}
+	if _, err := CopyPieces(testCtx(t), []*Conn{c}, &memDst{b: make([]byte, 8<<20)}, failing, CopyOptions{}); !errors.Is(err, boom) {
+		t.Errorf("CopyPieces with a failing plan: %v; want its error", err)
+	}
+}
+
+// Extents asks block status a window at a time and yields the export's
+// extents in order, covering it exactly, cut to the dirty ones when asked.
+func TestExtents(t *testing.T) {
+	img := filepath.Join(t.TempDir(), "big.qcow2")
+	run(t, "qemu-img", "create", "-q", "-f", "qcow2", img, "2500M")
+	run(t, "qemu-io", "-c", "write -P 0x11 1023M 2M", "-c", "write -z 2000M 1M", img) // across the first window's end
+	run(t, "qemu-img", "bitmap", "--add", "--enable", img, "b0")
+	run(t, "qemu-io", "-c", "write -P 0x22 1M 64k", "-c", "write -z 1023M 64k", "-c", "write -P 0x33 2047M 2M", img)
+	s := qemuNBD(t, img, "-r", "-f", "qcow2", "-B", "b0")
+	c := dial(t, s.uri(), Options{MetaContexts: []string{ContextAllocation, "qemu:dirty-bitmap:b0"}})
+
+	var all []Extent
+	for e, err := range c.Extents(testCtx(t), "") {
+		if err != nil {
+			t.Fatal(err)
+		}
+		if n := len(all); (n == 0 && e.Offset != 0) || (n > 0 && all[n-1].End() != e.Offset) {
+			t.Fatalf("extent %+v does not follow %+v", e, all)
+		}
+		all = append(all, e)
+	}
+	if got, want := mergeExtents(all), qemuImgMap(t, img); !slices.Equal(got, want) {
+		t.Errorf("extents %+v, want qemu-img map's %+v", got, want)
+	}
+	var dirty []Extent
+	for e, err := range c.Extents(testCtx(t), "qemu:dirty-bitmap:b0") {
+		if err != nil {
+			t.Fatal(err)
+		}
+		dirty = append(dirty, Extent{Offset: e.Offset, Length: e.Length, Flags: e.Flags & StateZero})
+	}
+	want := []Extent{{Offset: 1 << 20, Length: 64 << 10}, {Offset: 1023 << 20, Length: 64 << 10, Flags: StateZero},
+		{Offset: 2047 << 20, Length: 1 << 20}, {Offset: 2048 << 20, Length: 1 << 20}} // cut at the window
+	if !slices.Equal(dirty, want) {
+		t.Errorf("dirty extents %+v, want %+v", dirty, want)
 	}
 }
 

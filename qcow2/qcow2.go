@@ -1,26 +1,30 @@
-// Package qcow2 writes new qcow2 (version 3) images whose set of clusters is
-// known before any data is written.
+// Package qcow2 writes new qcow2 (version 3) images whose clusters are
+// added in guest order before their data is written, in memory that does
+// not grow with the image: one L2 table at a time.
 //
-// The whole layout is computed by Create, so data clusters can be written
-// concurrently, in any order, with positioned writes (pwrite) at precomputed
-// host offsets. The metadata (L2 tables, L1 table, refcount structures) is
-// written by Close, and the header last, so an interrupted write never leaves
-// a file that looks like a valid image.
+// Add and AddZero lay out each cluster as it is added and return where a
+// data cluster's bytes go, so data can be written concurrently, in any
+// order, with positioned writes (pwrite) at those host offsets, while
+// later clusters are still being added. Each L2 table is written once the
+// clusters of its region are all added; the refcount structures are
+// written by Close, and the header last, after a sync, so an interrupted
+// write never leaves a file that looks like a valid image.
 //
 // File layout (cluster size 64 KiB, refcount_order 4):
 //
 //	cluster 0          header (112 bytes), backing-format extension,
 //	                   end-of-extensions, backing file name
 //	L1 table           ceil(l1_size*8 / 64 KiB) clusters (none for size 0)
+//	then for each 512 MiB guest region holding an added cluster, in guest order:
+//	  L2 table         one cluster
+//	  data clusters    the region's, in guest order
 //	refcount table     ceil(refblocks*8 / 64 KiB) clusters
 //	refcount blocks    one per 32768 host clusters (2 GiB) of the file
-//	L2 tables          one per 512 MiB guest region holding a planned cluster
-//	data clusters      in guest order
 //
 // Every allocated cluster has refcount 1, and L1/L2 entries pointing at
 // allocated clusters carry QCOW_OFLAG_COPIED. Zero clusters are L2 entries with
 // only the zero flag set (no host cluster): they read as zeroes even over a
-// backing file. Guest clusters not planned read from the backing file (or as
+// backing file. Guest clusters not added read from the backing file (or as
 // zeroes without one).
 package qcow2
 
@@ -29,8 +33,8 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"slices"
 	"sync"
+	"sync/atomic"
 )
 
 // ClusterSize is the cluster size of the images written by this package.
@@ -39,7 +43,6 @@ const ClusterSize = 65536
 const (
 	clusterBits     = 16
 	l2Entries       = ClusterSize / 8 // entries per L2 table
-	l2Coverage      = l2Entries * ClusterSize
 	refcountEntries = ClusterSize / 2 // 16-bit refcounts per refcount block
 	headerLength    = 112
 
@@ -50,40 +53,38 @@ const (
 	maxBackingName   = 1023
 )
 
-// Cluster is one guest cluster the image holds.
-type Cluster struct {
-	Index uint64 // guest cluster index (guest offset / ClusterSize)
-	Zero  bool   // zero cluster (L2 zero flag, no data) instead of a data cluster
-}
-
 // Options are optional image settings.
 type Options struct {
 	Backing       string // backing file name, absolute or relative to the image's folder, or ""
 	BackingFormat string // backing file format, e.g. "qcow2"; only with Backing
 }
 
-// Writer writes one planned image. WriteCluster and WriteAt are safe for
-// concurrent use; Close and Abort must not run concurrently with them.
+// Writer writes one image. Add and AddZero must be called from one
+// goroutine at a time; WriteAt is safe for concurrent use, with them too.
+// Close and Abort must not run concurrently with any of them.
 type Writer struct {
 	f    *os.File
 	path string
 	size uint64
 	opts Options
 
-	clusters []Cluster // as planned, sorted by Index
-	data     []uint64  // guest indices of data clusters, sorted
+	guestClusters uint64
+	l1Size        uint64 // L1 entries
+	l1Off         uint64
+	dataStart     uint64 // host offset of the first cluster after the L1 table
 
-	l1Size      uint64 // L1 entries
-	l1Off       uint64
-	l1Clusters  uint64
-	rtOff       uint64
-	rtClusters  uint64
-	rbOff       uint64
-	rbCount     uint64
-	l2Off       uint64
-	l2Regions   []uint64 // L1 indices that have an L2 table, sorted
-	dataOff     uint64
-	hostCluster uint64 // total host clusters (file length / ClusterSize)
+	// Layout state, owned by the goroutine that adds clusters.
+	next   uint64 // next free host cluster
+	added  uint64 // guest index just past the last cluster added
+	region uint64 // L1 index of the L2 table being filled, when l2Host != 0
+	l2Host uint64
+	l2     []byte
+	l1e    [8]byte // the L1 entry of the L2 table written last
+
+	planned atomic.Uint64 // host offset just past the last data cluster laid out
+
+	// Set by Close.
+	rtOff, rtClusters, rbOff, rbCount, hostClusters uint64
 
 	mu     sync.Mutex
 	closed bool
@@ -92,11 +93,9 @@ type Writer struct {
 
 func ceilDiv(a, b uint64) uint64 { return (a + b - 1) / b }
 
-// Create plans an image of size bytes (a multiple of 512) holding exactly the
-// given clusters (sorted by Index, unique, all below the virtual size) and
-// creates it at path, which must not exist. The file is extended to its final
-// length immediately (sparse); data clusters not written read as zeroes.
-func Create(path string, size uint64, clusters []Cluster, opts Options) (*Writer, error) {
+// Create starts an image of size bytes (a multiple of 512) at path, which
+// must not exist. It holds no cluster until Add or AddZero adds some.
+func Create(path string, size uint64, opts Options) (*Writer, error) {
 	if size%512 != 0 {
 		return nil, fmt.Errorf("qcow2: size %d is not a multiple of 512", size)
 	}
@@ -109,49 +108,16 @@ func Create(path string, size uint64, clusters []Cluster, opts Options) (*Writer
 	if len(opts.Backing) > maxBackingName {
 		return nil, errors.New("qcow2: backing file name too long")
 	}
-	guestClusters := ceilDiv(size, ClusterSize)
-	w := &Writer{path: path, size: size, opts: opts, clusters: clusters}
-	for i, c := range clusters {
-		if c.Index >= guestClusters {
-			return nil, fmt.Errorf("qcow2: cluster %d beyond virtual size %d", c.Index, size)
-		}
-		if i > 0 && c.Index <= clusters[i-1].Index {
-			return nil, fmt.Errorf("qcow2: clusters not sorted and unique at %d", c.Index)
-		}
-		if !c.Zero {
-			w.data = append(w.data, c.Index)
-		}
-		r := c.Index / l2Entries
-		if n := len(w.l2Regions); n == 0 || w.l2Regions[n-1] != r {
-			w.l2Regions = append(w.l2Regions, r)
-		}
+	w := &Writer{path: path, size: size, opts: opts}
+	w.guestClusters = ceilDiv(size, ClusterSize)
+	w.l1Size = ceilDiv(w.guestClusters, l2Entries)
+	l1Clusters := ceilDiv(w.l1Size*8, ClusterSize) // 0 for an empty disk, as qemu does
+	if l1Clusters > 0 {
+		w.l1Off = ClusterSize
 	}
-
-	w.l1Size = ceilDiv(size, l2Coverage)
-	w.l1Clusters = ceilDiv(w.l1Size*8, ClusterSize) // 0 for an empty disk, as qemu does
-	fixed := 1 + w.l1Clusters + uint64(len(w.l2Regions)) + uint64(len(w.data))
-	// The refcount structures count themselves: iterate to a fixpoint.
-	var rb, rt uint64
-	for {
-		total := fixed + rb + rt
-		nrb := ceilDiv(total, refcountEntries)
-		nrt := max(1, ceilDiv(nrb*8, ClusterSize))
-		if nrb == rb && nrt == rt {
-			break
-		}
-		rb, rt = nrb, nrt
-	}
-	w.rbCount, w.rtClusters = rb, rt
-	w.l1Off = ClusterSize
-	w.rtOff = w.l1Off + w.l1Clusters*ClusterSize
-	if w.l1Clusters == 0 {
-		w.l1Off = 0 // no L1 table
-	}
-	w.rbOff = w.rtOff + w.rtClusters*ClusterSize
-	w.l2Off = w.rbOff + w.rbCount*ClusterSize
-	w.dataOff = w.l2Off + uint64(len(w.l2Regions))*ClusterSize
-	w.hostCluster = fixed + rb + rt
-
+	w.next = 1 + l1Clusters
+	w.dataStart = w.next * ClusterSize
+	w.planned.Store(w.dataStart)
 	if _, err := w.header(); err != nil {
 		return nil, err
 	}
@@ -160,61 +126,204 @@ func Create(path string, size uint64, clusters []Cluster, opts Options) (*Writer
 		return nil, err
 	}
 	w.f = f
-	if err := f.Truncate(int64(w.hostCluster * ClusterSize)); err != nil {
-		w.Abort()
-		return nil, err
-	}
 	return w, nil
 }
 
-// HostSize returns the final length of the image file in bytes.
-func (w *Writer) HostSize() uint64 { return w.hostCluster * ClusterSize }
-
-// hostOffset returns the host offset of data cluster index.
-func (w *Writer) hostOffset(index uint64) (uint64, bool) {
-	i, ok := slices.BinarySearch(w.data, index)
-	if !ok {
-		return 0, false
+// checkAdd validates that count clusters from index come after those added.
+func (w *Writer) checkAdd(index, count uint64) error {
+	switch {
+	case count == 0:
+		return errors.New("qcow2: adding no cluster")
+	case index < w.added:
+		return fmt.Errorf("qcow2: cluster %d added out of order (after %d)", index, w.added-1)
+	case index >= w.guestClusters || count > w.guestClusters-index:
+		return fmt.Errorf("qcow2: clusters %d..%d beyond virtual size %d", index, index+count-1, w.size)
 	}
-	return w.dataOff + uint64(i)*ClusterSize, true
+	return nil
 }
 
-// WriteCluster writes the ClusterSize bytes of data cluster index.
-func (w *Writer) WriteCluster(index uint64, data []byte) error {
-	if len(data) != ClusterSize {
-		return fmt.Errorf("qcow2: cluster data is %d bytes, want %d", len(data), ClusterSize)
+// Add adds data clusters from guest index index on: as many of count as
+// lie in index's 512 MiB region, which are adjacent on the host too. It
+// returns how many it added, n, and the host offset of the first: the
+// data of guest cluster index+i goes at host+i*ClusterSize. Clusters must
+// be added in increasing guest order, each once.
+func (w *Writer) Add(index, count uint64) (host, n uint64, err error) {
+	if err := w.checkAdd(index, count); err != nil {
+		return 0, 0, err
 	}
-	return w.WriteAt(data, index*ClusterSize)
+	if err := w.enter(index / l2Entries); err != nil {
+		return 0, 0, err
+	}
+	n = min(count, l2Entries-index%l2Entries)
+	host = w.next * ClusterSize
+	for i := range n {
+		binary.BigEndian.PutUint64(w.l2[(index+i)%l2Entries*8:], (host+i*ClusterSize)|oflagCopied)
+	}
+	w.next += n
+	w.added = index + n
+	w.planned.Store(w.next * ClusterSize)
+	return host, n, nil
 }
 
-// WriteAt writes p at guest offset off. off and len(p) must be multiples of
-// ClusterSize and every covered cluster must be planned as a data cluster.
-// Runs of clusters that are adjacent in the guest are adjacent on the host and
-// are written with a single pwrite.
-func (w *Writer) WriteAt(p []byte, off uint64) error {
-	if off%ClusterSize != 0 || len(p)%ClusterSize != 0 {
-		return fmt.Errorf("qcow2: unaligned write at %d length %d", off, len(p))
+// AddZero adds count zero clusters from guest index index on, in
+// increasing guest order like Add.
+func (w *Writer) AddZero(index, count uint64) error {
+	if err := w.checkAdd(index, count); err != nil {
+		return err
 	}
-	first := off / ClusterSize
-	n := uint64(len(p)) / ClusterSize
-	if n == 0 {
+	for end := index + count; index < end; {
+		if err := w.enter(index / l2Entries); err != nil {
+			return err
+		}
+		n := min(end-index, l2Entries-index%l2Entries)
+		for i := range n {
+			binary.BigEndian.PutUint64(w.l2[(index+i)%l2Entries*8:], oflagZero)
+		}
+		index += n
+		w.added = index
+	}
+	return nil
+}
+
+// enter makes region r's L2 table the one being filled, writing out the
+// previous one; a region's table is laid out before its data clusters.
+func (w *Writer) enter(r uint64) error {
+	if w.l2Host != 0 && w.region == r {
 		return nil
 	}
-	i, ok := slices.BinarySearch(w.data, first)
-	if !ok {
-		return fmt.Errorf("qcow2: cluster %d is not planned as data", first)
+	if err := w.flushL2(); err != nil {
+		return err
 	}
-	if uint64(i)+n > uint64(len(w.data)) || w.data[uint64(i)+n-1] != first+n-1 {
-		return fmt.Errorf("qcow2: clusters %d..%d are not all planned as data", first, first+n-1)
+	if w.l2 == nil {
+		w.l2 = make([]byte, ClusterSize)
 	}
-	// w.data is sorted and unique, so equal end points imply a contiguous run.
-	if _, err := w.f.WriteAt(p, int64(w.dataOff+uint64(i)*ClusterSize)); err != nil {
+	clear(w.l2)
+	w.region, w.l2Host = r, w.next*ClusterSize
+	w.next++
+	return nil
+}
+
+// flushL2 writes the L2 table being filled and its L1 entry.
+func (w *Writer) flushL2() error {
+	if w.l2Host == 0 {
+		return nil
+	}
+	binary.BigEndian.PutUint64(w.l1e[:], w.l2Host|oflagCopied)
+	err := w.pwrite(w.l2, w.l2Host)
+	if err == nil {
+		err = w.pwrite(w.l1e[:], w.l1Off+w.region*8)
+	}
+	w.l2Host = 0
+	return err
+}
+
+// WriteAt writes p at host offset off, within the data clusters Add has
+// laid out (at the offsets it returned). Writing a data cluster's bytes is
+// optional: what is not written reads as zeroes.
+func (w *Writer) WriteAt(p []byte, off int64) (int, error) {
+	if off < int64(w.dataStart) || uint64(off)+uint64(len(p)) > w.planned.Load() {
+		return 0, fmt.Errorf("qcow2: write of %d bytes at host offset %d is outside the data clusters laid out", len(p), off)
+	}
+	if err := w.pwrite(p, uint64(off)); err != nil {
+		return 0, err
+	}
+	return len(p), nil
+}
+
+// pwrite writes p at off, remembering the first error for Close.
+func (w *Writer) pwrite(p []byte, off uint64) error {
+	_, err := w.f.WriteAt(p, int64(off))
+	if err != nil {
 		w.mu.Lock()
 		if w.err == nil {
 			w.err = err
 		}
 		w.mu.Unlock()
-		return err
+	}
+	return err
+}
+
+// HostSize returns the length of the image file, once Close has returned.
+func (w *Writer) HostSize() uint64 { return w.hostClusters * ClusterSize }
+
+// Close writes the last L2 table, the refcount structures, then the
+// header, and syncs and closes the file. If any write failed, Close
+// removes the file and returns the error.
+func (w *Writer) Close() error {
+	w.mu.Lock()
+	if w.closed {
+		w.mu.Unlock()
+		return errors.New("qcow2: writer already closed")
+	}
+	w.closed = true
+	err := w.err
+	w.mu.Unlock()
+
+	if err == nil {
+		err = w.flushL2()
+	}
+	if err == nil {
+		err = w.writeRefcounts()
+	}
+	if err == nil {
+		err = w.f.Sync()
+	}
+	if err == nil {
+		var h []byte
+		if h, err = w.header(); err == nil {
+			_, err = w.f.WriteAt(h, 0)
+		}
+	}
+	if err == nil {
+		err = w.f.Sync()
+	}
+	if cerr := w.f.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		os.Remove(w.path)
+	}
+	return err
+}
+
+// writeRefcounts lays out the refcount table and blocks after the last
+// cluster and writes them, a cluster at a time: every host cluster of the
+// file, the refcount structures included, has refcount 1.
+func (w *Writer) writeRefcounts() error {
+	// The refcount structures count themselves: iterate to a fixpoint.
+	var rb, rt uint64
+	for {
+		total := w.next + rb + rt
+		nrb := ceilDiv(total, refcountEntries)
+		nrt := max(1, ceilDiv(nrb*8, ClusterSize))
+		if nrb == rb && nrt == rt {
+			break
+		}
+		rb, rt = nrb, nrt
+	}
+	w.rtOff, w.rtClusters = w.next*ClusterSize, rt
+	w.rbOff, w.rbCount = w.rtOff+rt*ClusterSize, rb
+	w.hostClusters = w.next + rt + rb
+
+	be := binary.BigEndian
+	buf := make([]byte, ClusterSize)
+	for c := range rt {
+		clear(buf)
+		for i := c * (ClusterSize / 8); i < min(rb, (c+1)*(ClusterSize/8)); i++ {
+			be.PutUint64(buf[i%(ClusterSize/8)*8:], w.rbOff+i*ClusterSize)
+		}
+		if err := w.pwrite(buf, w.rtOff+c*ClusterSize); err != nil {
+			return err
+		}
+	}
+	for b := range rb {
+		clear(buf)
+		for i := range min(refcountEntries, w.hostClusters-b*refcountEntries) {
+			be.PutUint16(buf[i*2:], 1)
+		}
+		if err := w.pwrite(buf, w.rbOff+b*ClusterSize); err != nil {
+			return err
+		}
 	}
 	return nil
 }
@@ -254,78 +363,6 @@ func (w *Writer) header() ([]byte, error) {
 		copy(h[p:], w.opts.Backing)
 	}
 	return h, nil
-}
-
-// metadata builds the clusters from the L1 table up to the first data
-// cluster: L1, refcount table, refcount blocks, L2 tables.
-func (w *Writer) metadata() []byte {
-	be := binary.BigEndian
-	buf := make([]byte, w.dataOff-ClusterSize)
-	l1 := buf[:w.l1Clusters*ClusterSize]
-	rt := buf[w.rtOff-ClusterSize : w.rbOff-ClusterSize]
-	rb := buf[w.rbOff-ClusterSize : w.l2Off-ClusterSize]
-	l2 := buf[w.l2Off-ClusterSize:]
-
-	for i, r := range w.l2Regions {
-		be.PutUint64(l1[r*8:], (w.l2Off+uint64(i)*ClusterSize)|oflagCopied)
-	}
-	reg, data := 0, uint64(0)
-	for _, c := range w.clusters {
-		r := c.Index / l2Entries
-		for w.l2Regions[reg] != r {
-			reg++
-		}
-		e := l2[uint64(reg)*ClusterSize+(c.Index%l2Entries)*8:]
-		if c.Zero {
-			be.PutUint64(e, oflagZero)
-		} else {
-			be.PutUint64(e, (w.dataOff+data*ClusterSize)|oflagCopied)
-			data++
-		}
-	}
-	for i := range w.rbCount {
-		be.PutUint64(rt[i*8:], w.rbOff+i*ClusterSize)
-	}
-	for i := range w.hostCluster {
-		be.PutUint16(rb[i*2:], 1)
-	}
-	return buf
-}
-
-// Close writes the metadata, then the header, and syncs and closes the file.
-// If any write failed, Close removes the file and returns the error.
-func (w *Writer) Close() error {
-	w.mu.Lock()
-	if w.closed {
-		w.mu.Unlock()
-		return errors.New("qcow2: writer already closed")
-	}
-	w.closed = true
-	err := w.err
-	w.mu.Unlock()
-
-	if err == nil {
-		_, err = w.f.WriteAt(w.metadata(), ClusterSize)
-	}
-	if err == nil {
-		err = w.f.Sync()
-	}
-	if err == nil {
-		var h []byte
-		if h, err = w.header(); err == nil {
-			_, err = w.f.WriteAt(h, 0)
-		}
-	}
-	if err == nil {
-		err = w.f.Sync()
-	}
-	if cerr := w.f.Close(); err == nil {
-		err = cerr
-	}
-	if err != nil {
-		os.Remove(w.path)
-	}
-	return err
 }
 
 // Abort closes and removes the file. It is a no-op after Close.
