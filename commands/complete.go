@@ -105,6 +105,8 @@ func complete(ctx context.Context, env *Env, root *cli.Command, words []string) 
 		return completion{cands: r.filter(r.static)}
 	case wantDomains, wantCheckpoints, wantDisks:
 		return completion{cands: r.filter(lookup(ctx, env, r))}
+	case wantBackups, wantBackupDisks:
+		return completion{cands: r.filter(storeLookup(ctx, env, r))}
 	}
 	return completion{}
 }
@@ -120,6 +122,8 @@ const (
 	wantDomains          // the connection's domains, filtered for the command
 	wantCheckpoints      // request.domain's checkpoints
 	wantDisks            // request.domain's disk targets, less request.named
+	wantBackups          // the backups in request.from, then latest (and all)
+	wantBackupDisks      // the disks of backup request.at in request.from, less request.named
 )
 
 // request is the current word's meaning, read from the words before it.
@@ -133,6 +137,8 @@ type request struct {
 	command string          // the vbackup command, which says which domains fit
 	domain  string          // the DOMAIN argument, when typed already
 	named   map[string]bool // disks named by earlier --disk/--diskspec
+	from    string          // restore and verify: --from as typed, the backup folder
+	at      string          // restore: --at as typed, a backup of from ("" for the latest)
 }
 
 // filter keeps the candidates that start with the partial word and puts the
@@ -335,6 +341,8 @@ func (r *request) argument(cmd, root *cli.Command, slot string) {
 		r.kind = wantCheckpoints
 	case slot == "XMLFILE" || slot == "FILE":
 		r.kind = wantFiles
+	case slot == "DIR":
+		r.kind = wantDirs
 	}
 }
 

@@ -98,7 +98,7 @@ func TestCompleteRealDaemon(t *testing.T) {
 			t.Errorf("%q: got %q, want %q", words, got, want)
 		}
 	}
-	for _, cmd := range []string{"backup-begin", "backup-end", "backup-status", "backup-dumpxml"} {
+	for _, cmd := range []string{"backup", "backup-begin", "backup-end", "backup-status", "backup-dumpxml", "backup-fetch"} {
 		check([]string{d.checkpoints, d.running}, cmd, d.prefix)
 	}
 	for _, cmd := range []string{"checkpoint-create", "checkpoint-create-as"} {
@@ -111,6 +111,8 @@ func TestCompleteRealDaemon(t *testing.T) {
 	check([]string{"--from=tuesday"}, "checkpoint-list", d.checkpoints, "--from=t")
 	check([]string{"monday"}, "-c", bed.URI(), "backup-begin", d.checkpoints, "--incremental", "m")
 	check([]string{"vda", "vdb"}, "backup-begin", d.checkpoints, "--disk", "")
+	check([]string{"vdb"}, "backup", d.checkpoints, "--to", "/b", "--disk", "vda", "--disk", "")
+	check(nil, "backup", d.checkpoints, "--disk", "vda,")
 	check([]string{"vda,incremental=monday", "vda,incremental=tuesday"}, "backup-begin", d.checkpoints, "--disk", "vda,incremental=")
 	check([]string{"vdb"}, "checkpoint-create-as", d.checkpoints, "--diskspec", "vda", "--diskspec", "")
 	check(nil, "checkpoint-info", d.running, "")

@@ -29,19 +29,24 @@ const remoteProbes = 8
 // that uses it, which may outlive the budget (libvirt's calls cannot be
 // interrupted; the process exits before they end).
 func lookup(ctx context.Context, env *Env, r request) []candidate {
+	return withinBudget(ctx, func(ctx context.Context) []candidate {
+		conn, err := env.Open(ctx, completionURI(env, r.uri), nil)
+		if err != nil {
+			return nil
+		}
+		defer conn.Close()
+		return fetch(ctx, conn, r)
+	})
+}
+
+// withinBudget runs find in a goroutine of its own and returns what it
+// found, or nothing once lookupBudget has passed; find may outlive the
+// budget.
+func withinBudget(ctx context.Context, find func(context.Context) []candidate) []candidate {
 	ctx, cancel := context.WithTimeout(ctx, lookupBudget)
 	defer cancel()
 	found := make(chan []candidate, 1)
-	go func() {
-		conn, err := env.Open(ctx, completionURI(env, r.uri), nil)
-		if err != nil {
-			found <- nil
-			return
-		}
-		c := fetch(ctx, conn, r)
-		_ = conn.Close()
-		found <- c
-	}()
+	go func() { found <- find(ctx) }()
 	select {
 	case c := <-found:
 		return c
@@ -83,7 +88,7 @@ const (
 
 func domainsFitting(command string) domainsFor {
 	switch {
-	case strings.HasPrefix(command, "backup-"):
+	case command == "backup" || strings.HasPrefix(command, "backup-"):
 		return runningDomain
 	case command == "checkpoint-create" || command == "checkpoint-create-as":
 		return anyDomain

@@ -29,8 +29,8 @@ func completionScripts(env *Env) func(*cli.Command) {
 			return usageErrorf(cmd, "unknown shell %q: bash, zsh, fish or pwsh", cmd.Args().First())
 		}
 		c.Description = "Prints the script that makes SHELL complete vbackup's commands, options,\n" +
-			"domains, checkpoints, disks and disk specs. make install installs the bash, zsh\n" +
-			"and fish scripts; to load one by hand:\n\n" +
+			"domains, checkpoints, disks, disk specs and the backups in a folder. make\n" +
+			"install installs the bash, zsh and fish scripts; to load one by hand:\n\n" +
 			"   bash:  source <(vbackup completion bash)              (in ~/.bashrc)\n" +
 			"   zsh:   source <(vbackup completion zsh)               (in ~/.zshrc, after compinit)\n" +
 			"   fish:  vbackup completion fish > ~/.config/fish/completions/vbackup.fish\n" +

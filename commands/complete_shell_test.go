@@ -189,6 +189,8 @@ func TestCompleteShells(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
+	store := filepath.Join(files, "vm1-backups")
+	b := backupFolder(t, store)
 	dom := d.checkpoints
 	cases := []struct {
 		line string
@@ -210,6 +212,13 @@ func TestCompleteShells(t *testing.T) {
 		{"vbackup checkpoint-create " + dom + " " + files + "/disk-", []string{files + "/disk-a.qcow2", files + "/disk-b.qcow2"}},
 		{"vbackup backup-begin " + dom + " --tar", []string{"--target-dir"}},
 		{"vbackup backup-begin " + dom + " --server u", []string{"unix:"}},
+		{"vbackup backup " + d.prefix, []string{d.checkpoints, d.running}},
+		{"vbackup backup " + dom + " --disk ", []string{"vda", "vdb"}},
+		{"vbackup backup " + dom + " --level ", []string{"auto", "full", "inc"}},
+		{"vbackup backups " + files + "/vm1-b", []string{store}},
+		{"vbackup restore --from " + store + " --at ", []string{b[0], b[1], b[2], "latest"}},
+		{"vbackup verify --from=" + store + " --at=vbackup-20261124T03", []string{"--at=" + b[2]}},
+		{"vbackup restore --from " + store + " --at " + b[0] + " --disk ", []string{"vda", "vdb"}},
 	}
 	shells := []struct {
 		name     string
@@ -226,6 +235,10 @@ func TestCompleteShells(t *testing.T) {
 			sh.t = t
 			for _, c := range cases {
 				got := shell.complete(c.line)
+				for i, g := range got {
+					// fish adds the slash of a folder; bash and zsh leave it to the display
+					got[i] = strings.TrimSuffix(g, "/")
+				}
 				slices.Sort(got)
 				got = slices.Compact(got)
 				want := slices.Clone(c.want)

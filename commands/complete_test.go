@@ -107,6 +107,26 @@ func TestCompleteWithoutLibvirt(t *testing.T) {
 		{words: []string{"backup-begin", "vm1", "--disk", "a,,b,"},
 			want: []string{"a,,b,skip", "a,,b,full", "a,,b,incremental=", "a,,b,type=", "a,,b,target=", "a,,b,format="}},
 
+		// backup, restore, verify and backups: folders, levels, formats.
+		{words: []string{"backup", "vm1", "--to", ""}, head: "dirs\t"},
+		{words: []string{"backup", "vm1", "--to=/v"}, head: "dirs\t--to="},
+		{words: []string{"backup", "vm1", "--level", ""}, want: []string{"auto", "full", "inc"}},
+		{words: []string{"backup", "vm1", "--level=i"}, want: []string{"--level=inc"}},
+		{words: []string{"backup", "vm1", "--l"}, want: []string{"--level"}},
+		{words: []string{"backup", "--disk", ""}}, // the domain is not typed yet
+		{words: []string{"backups", ""}, head: "dirs\t"},
+		{words: []string{"backups", "/srv/vm1", ""}, want: []string{"--json", "--help", "-h", "--connect", "-c", "--debug"}},
+		{words: []string{"restore", "--from", ""}, head: "dirs\t"},
+		{words: []string{"restore", "--to", ""}, head: "dirs\t"},
+		{words: []string{"restore", "--from", "/srv/vm1", "--to=/r"}, head: "dirs\t--to="},
+		{words: []string{"restore", "--format", ""}, want: []string{"qcow2", "raw"}},
+		{words: []string{"restore", "--define", ""}},
+		{words: []string{"restore", "--at", ""}, want: []string{"latest"}}, // no --from yet
+		{words: []string{"restore", "--disk", ""}},
+		{words: []string{"verify", "--from=/"}, head: "dirs\t--from="},
+		{words: []string{"verify", "--at", ""}, want: []string{"latest", "all"}},
+		{words: []string{"verify", "--at=a"}, want: []string{"--at=all"}},
+
 		// --diskspec: checkpoint-create-as's keys.
 		{words: []string{"checkpoint-create-as", "vm1", "--diskspec", "vdb,"}, want: []string{"vdb,checkpoint=", "vdb,bitmap="}},
 		{words: []string{"checkpoint-create-as", "vm1", "--diskspec", "vdb,checkpoint=n"}, want: []string{"vdb,checkpoint=no"}},
@@ -245,6 +265,15 @@ func TestCompleteTestDriver(t *testing.T) {
 	check([]string{"vdb"}, "backup-begin", "vm1", "--disk", "vda,skip", "--disk", "")
 	check([]string{"--disk=vdb"}, "backup-begin", "vm1", "--disk=vda", "--disk=v")
 	check([]string{"vda"}, "checkpoint-create-as", "vm1", "--diskspec", "vdb,checkpoint=no", "--diskspec", "")
+
+	// backup and backup-fetch --disk take a disk's name, not a spec.
+	check([]string{"vm1"}, "backup", "")
+	check([]string{"vda", "vdb"}, "backup", "vm1", "--disk", "")
+	check([]string{"vdb"}, "backup", "vm1", "--disk", "vda", "--disk", "")
+	check([]string{"--disk=vdb"}, "backup", "vm1", "--disk=vda", "--disk=v")
+	check(nil, "backup", "vm1", "--disk", "vda,")
+	check([]string{"vda", "vdb"}, "backup-fetch", "vm1", "--to", "/b", "--disk", "")
+	check(nil, "backup-fetch", "vm1", "--disk", "vda,")
 
 	for _, name := range []string{"monday", "tuesday"} {
 		wantCode(t, vb(t, open, "checkpoint-create-as", "vm1", name), 0)

@@ -1,6 +1,10 @@
 package commands
 
-import "strings"
+import (
+	"strings"
+
+	"vbackup/chain"
+)
 
 // flagValue sets what the value of flag fi takes.
 func (r *request) flagValue(fi flagInfo, values map[string][]string, seen map[string]bool) {
@@ -17,8 +21,18 @@ func (r *request) flagValue(fi flagInfo, values map[string][]string, seen map[st
 	case "server":
 		r.serverValue()
 		return
+	case "level":
+		r.kind, r.static = wantStatic, []candidate{
+			{chain.WantAuto, "incremental after a usable backup in DIR, else full (the default)"},
+			{chain.WantFull, "copy every disk whole: start a new chain"},
+			{chain.WantInc, "copy what changed since the last backup in DIR"},
+		}
+		return
+	case "at":
+		r.kind, r.from = wantBackups, last(values["from"])
+		return
 	case "disk":
-		r.specValue(backupDiskKeys(seen["pull"]), values["disk"])
+		r.diskValue(fi, values, seen)
 		return
 	case "diskspec":
 		r.specValue(checkpointDiskKeys, values["diskspec"])
@@ -31,9 +45,35 @@ func (r *request) flagValue(fi flagInfo, values map[string][]string, seen map[st
 		}
 	case "FILE":
 		r.kind = wantFiles
-	case "DIR":
+	case "DIR", "OUTDIR":
 		r.kind = wantDirs
 	}
+}
+
+// diskValue completes --disk, which means a disk of the domain in most
+// commands, a disk of a backup in restore, and a whole disk spec in
+// backup-begin.
+func (r *request) diskValue(fi flagInfo, values map[string][]string, seen map[string]bool) {
+	switch {
+	case fi.placeholder == "SPEC":
+		r.specValue(backupDiskKeys(seen["pull"]), values["disk"])
+		return
+	case r.command == "restore":
+		r.kind, r.from, r.at = wantBackupDisks, last(values["from"]), last(values["at"])
+	case r.domain != "":
+		r.kind = wantDisks
+	}
+	for _, v := range values["disk"] {
+		r.named[v] = true
+	}
+}
+
+// last is the value a flag given several times ends with, "" if none.
+func last(values []string) string {
+	if len(values) == 0 {
+		return ""
+	}
+	return values[len(values)-1]
 }
 
 // serverValue completes --server: its two forms, then a socket path.
