@@ -292,9 +292,9 @@ func Run(t *testing.T, fresh func(t *testing.T) Subject) {
 		if err := dom.AbortJob(ctx); err != nil {
 			t.Fatal(err)
 		}
-		if job, err := dom.Job(ctx, false); err != nil || job.State != virt.JobNone {
-			t.Fatalf("after abort: Job = %+v, %v", job, err)
-		}
+		// AbortJob returns once QEMU has been asked; the job may take a
+		// moment to wind down on a loaded host.
+		waitNoJob(t, dom)
 		if _, err := dom.BackupXML(ctx); err == nil {
 			t.Fatal("BackupXML after the job ended")
 		}
@@ -310,6 +310,22 @@ func Run(t *testing.T, fresh func(t *testing.T) Subject) {
 		}
 		assertNames(t, dom)
 	})
+}
+
+// waitNoJob waits until the domain has no job, for at most 30 s.
+func waitNoJob(t *testing.T, dom virt.Domain) {
+	t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		job, err := dom.Job(context.Background(), false)
+		if err == nil && job.State == virt.JobNone {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("30 s after abort: Job = %+v, %v", job, err)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
 }
 
 func domain(t *testing.T, s Subject) virt.Domain {
