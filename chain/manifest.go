@@ -74,6 +74,10 @@ type Disk struct {
 	VirtualSize uint64 `json:"virtual_size"`
 	Copied      uint64 `json:"copied"`   // bytes read from the domain for this backup
 	Checksum    string `json:"checksum"` // of the disk's whole content at the checkpoint (package contentsum)
+	// Digests names the file of the checksum's chunk digests (32 bytes per
+	// MiB, relative to the backup's folder), which the next incremental
+	// reuses for what did not change.
+	Digests string `json:"digests,omitempty"`
 }
 
 // Disk returns the disk named name.

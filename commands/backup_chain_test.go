@@ -109,8 +109,24 @@ func TestBackupChainRestoreVerify(t *testing.T) {
 	}
 	points = append(points, sourceSums(t, bed, dom, "vda", "vdb"))
 
+	if strings.Contains(r.stderr, "reading all") {
+		t.Errorf("the incremental did not reuse the full backup's chunk digests:\n%s", r.stderr)
+	}
+	// Damaged chunk digests are never trusted: the next checksum reads all.
+	sums := filepath.Join(storeBackups(t, dir)[1].Dir, "vda.sums")
+	data, err := os.ReadFile(sums)
+	if err != nil || len(data) != 64*32 {
+		t.Fatalf("%s: %d bytes, %v; want 32 per MiB of the disk", sums, len(data), err)
+	}
+	data[100] ^= 1
+	os.WriteFile(sums, data, 0o644)
+
 	bed.Write(t, dom, "vda", 0xbb, 40<<20, 2<<20) // B
-	wantCode(t, vb(t, open, "backup", dom, "--to", dir, "--level", "inc"), ExitOK)
+	r = vb(t, open, "backup", dom, "--to", dir, "--level", "inc")
+	wantCode(t, r, ExitOK)
+	wantStderr(t, r, "the chunk digests of vda in backup "+storeBackups(t, dir)[1].Name()+" do not match its checksum: reading all of it")
+	data[100] ^= 1
+	os.WriteFile(sums, data, 0o644)
 	points = append(points, sourceSums(t, bed, dom, "vda", "vdb"))
 
 	if got, want := strings.Join(backupLevels(t, dir), "|"), "full: vda=full vdb=full|incremental: vda=incremental vdb=full|incremental: vda=incremental vdb=full"; got != want {

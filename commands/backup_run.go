@@ -1,6 +1,7 @@
 package commands
 
 import (
+	"bufio"
 	"context"
 	"encoding/json"
 	"errors"
@@ -279,30 +280,46 @@ func (r *backupRun) push(ctx context.Context) (map[string]uint64, error) {
 
 // allocatedBytes is the data an image holds itself (not its backing file's).
 func allocatedBytes(ctx context.Context, file string) (uint64, error) {
-	// -U: until it is rebased, the image's backing file is the live disk.
+	_, n, err := topLayer(ctx, file)
+	return n, err
+}
+
+// topLayer lists the ranges an image holds itself, data or zeroes (what an
+// overlay changed), and the bytes of data among them.
+func topLayer(ctx context.Context, file string) ([]contentsum.Range, uint64, error) {
+	// -U: until it is rebased, a push overlay's backing file is the live disk.
 	out, err := exec.CommandContext(ctx, "qemu-img", "map", "-U", "--output=json", "-f", "qcow2", file).Output()
 	if err != nil {
 		var ee *exec.ExitError
 		if errors.As(err, &ee) {
-			return 0, fmt.Errorf("qemu-img map %s: %s", file, strings.TrimSpace(string(ee.Stderr)))
+			return nil, 0, fmt.Errorf("qemu-img map %s: %s", file, strings.TrimSpace(string(ee.Stderr)))
 		}
-		return 0, fmt.Errorf("qemu-img map %s: %w", file, err)
+		return nil, 0, fmt.Errorf("qemu-img map %s: %w", file, err)
 	}
 	var extents []struct {
-		Length uint64 `json:"length"`
-		Depth  int    `json:"depth"`
-		Data   bool   `json:"data"`
+		Start, Length uint64
+		Depth         int
+		Data, Zero    bool
 	}
 	if err := json.Unmarshal(out, &extents); err != nil {
-		return 0, fmt.Errorf("qemu-img map %s: %w", file, err)
+		return nil, 0, fmt.Errorf("qemu-img map %s: %w", file, err)
 	}
-	var n uint64
+	var ranges []contentsum.Range
+	var data uint64
 	for _, e := range extents {
-		if e.Data && e.Depth == 0 {
-			n += e.Length
+		if e.Depth != 0 || !(e.Data || e.Zero) {
+			continue
 		}
+		if e.Data {
+			data += e.Length
+		}
+		if n := len(ranges); n > 0 && ranges[n-1].Off+ranges[n-1].Len == e.Start {
+			ranges[n-1].Len += e.Length
+			continue
+		}
+		ranges = append(ranges, contentsum.Range{Off: e.Start, Len: e.Length})
 	}
-	return n, nil
+	return ranges, data, nil
 }
 
 // manifest describes the backup, with a checksum of each disk's content
@@ -339,7 +356,7 @@ func (r *backupRun) manifest(ctx context.Context, started time.Time, copied map[
 		if c.Level == chain.Incremental {
 			d.Backing = r.dec.From.Name()
 		}
-		sum, err := contentsum.File(ctx, filepath.Join(r.pending.Dir(), d.File), d.Format, contentsum.Options{})
+		sum, err := r.checksum(ctx, &d)
 		if err != nil {
 			return m, fmt.Errorf("disk %s: %w", c.Name, err)
 		}
@@ -347,6 +364,67 @@ func (r *backupRun) manifest(ctx context.Context, started time.Time, copied map[
 		m.Disks = append(m.Disks, d)
 	}
 	return m, nil
+}
+
+// checksum computes a disk's content checksum through its new chain, and
+// keeps its chunk digests beside the image. An incremental reads only the
+// chunks its overlay changed, taking the others' digests from the backup it
+// builds on, once they are proven to be that backup's.
+func (r *backupRun) checksum(ctx context.Context, d *chain.Disk) (contentsum.Sum, error) {
+	image := filepath.Join(r.pending.Dir(), d.File)
+	d.Digests = d.Name + ".sums"
+	f, err := os.OpenFile(filepath.Join(r.pending.Dir(), d.Digests), os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o644)
+	if err != nil {
+		return contentsum.Sum{}, err
+	}
+	defer f.Close()
+	w := bufio.NewWriter(f)
+	opts := contentsum.Options{Digests: w}
+	if d.Level == chain.Incremental {
+		prev, _ := r.dec.From.Disk(d.Name)
+		earlier, closeEarlier, err := r.earlier(ctx, prev, image)
+		if err != nil {
+			return contentsum.Sum{}, err
+		}
+		defer closeEarlier()
+		opts.Earlier = earlier
+	}
+	sum, err := contentsum.File(ctx, image, d.Format, opts)
+	if err != nil {
+		return sum, err
+	}
+	if err := w.Flush(); err != nil {
+		return sum, err
+	}
+	return sum, f.Close()
+}
+
+// earlier is the state of a disk in the backup an incremental builds on,
+// or nil (everything is then read) when its digests are missing or are
+// not those of its checksum.
+func (r *backupRun) earlier(ctx context.Context, prev chain.Disk, image string) (*contentsum.Earlier, func(), error) {
+	none := func() {}
+	if prev.Digests == "" {
+		return nil, none, nil
+	}
+	f, err := os.Open(r.dec.From.File(chain.Disk{File: prev.Digests}))
+	if err != nil {
+		fmt.Fprintf(r.env.Stderr, "note: %v: reading all of %s to checksum it\n", err, prev.Name)
+		return nil, none, nil
+	}
+	want, perr := contentsum.Parse(prev.Checksum)
+	got, err := contentsum.OfDigests(bufio.NewReader(f), prev.VirtualSize)
+	if perr != nil || err != nil || !got.Equal(want) {
+		f.Close()
+		fmt.Fprintf(r.env.Stderr, "note: the chunk digests of %s in backup %s do not match its checksum: reading all of it to checksum it\n", prev.Name, r.dec.From.Name())
+		return nil, none, nil
+	}
+	changed, _, err := topLayer(ctx, image)
+	if err != nil {
+		f.Close()
+		return nil, none, err
+	}
+	return &contentsum.Earlier{Digests: f, Size: prev.VirtualSize, Changed: changed}, func() { f.Close() }, nil
 }
 
 // fail undoes a backup that did not complete: the job ends, its checkpoint

@@ -5,6 +5,7 @@ import (
 	"crypto/sha256"
 	"errors"
 	"fmt"
+	"io"
 	"runtime"
 	"slices"
 	"sync"
@@ -28,6 +29,14 @@ type Options struct {
 	// Progress, if set, is called as chunks are summed, in order, with
 	// the bytes summed so far and the export's size. Calls do not overlap.
 	Progress func(done, total uint64)
+	// Digests, if set, receives every chunk digest, 32 bytes each, in
+	// order: what Update reuses for the chunks that did not change.
+	Digests io.Writer
+
+	// Earlier, if set, is an earlier state of the same disk: only the
+	// chunks that touch a range changed since are read; the others'
+	// digests are taken from it. Ignored when the size differs.
+	Earlier *Earlier
 }
 
 // File computes the checksum of the disk image at path, of the given
@@ -70,6 +79,7 @@ type job struct {
 	off, len uint64
 	data     []nbd.Extent // the parts to read; none: all zeroes
 	digest   [32]byte     // of the one chunk, when it has data
+	known    bool         // digest was known without reading (Update)
 	done     chan struct{}
 }
 
@@ -104,7 +114,7 @@ func export(ctx context.Context, uri, name string, opts Options) (Sum, uint64, e
 	wg.Go(func() {
 		defer close(order)
 		defer close(work)
-		if err := plan(ctx, conns[0], size, order, work); err != nil {
+		if err := plan(ctx, conns[0], size, opts.Earlier.known(size), order, work); err != nil {
 			cancel(err)
 		}
 	})
@@ -125,9 +135,12 @@ func export(ctx context.Context, uri, name string, opts Options) (Sum, uint64, e
 	}
 
 	l := newDigestList()
+	l.out = opts.Digests
 	var done uint64
 	for r := range order {
-		if r.data == nil {
+		if r.known {
+			l.add(r.digest)
+		} else if r.data == nil {
 			for off := r.off; off < r.off+r.len; off += ChunkSize {
 				l.add(zeroDigest(min(ChunkSize, size-off)))
 			}
@@ -148,6 +161,9 @@ func export(ctx context.Context, uri, name string, opts Options) (Sum, uint64, e
 	}
 	cancel(nil)
 	wg.Wait()
+	if done == size && l.err != nil {
+		return fail(fmt.Errorf("writing the chunk digests: %w", l.err))
+	}
 	if done < size {
 		err := context.Cause(ctx)
 		if _, ok := errors.AsType[*nbd.Error](err); !ok {
@@ -160,7 +176,7 @@ func export(ctx context.Context, uri, name string, opts Options) (Sum, uint64, e
 
 // plan walks the export's allocation a window at a time and sends every
 // job to order, and each one with data to work too.
-func plan(ctx context.Context, c *nbd.Conn, size uint64, order, work chan<- *job) error {
+func plan(ctx context.Context, c *nbd.Conn, size uint64, known func(uint64) ([32]byte, bool, error), order, work chan<- *job) error {
 	send := func(ch chan<- *job, r *job) error {
 		select {
 		case ch <- r:
@@ -187,6 +203,24 @@ func plan(ctx context.Context, c *nbd.Conn, size uint64, order, work chan<- *job
 			end := min(off+ChunkSize, wEnd)
 			for len(exts) > 0 && exts[0].End() <= off {
 				exts = exts[1:]
+			}
+			if known != nil {
+				d, ok, err := known(off)
+				if err != nil {
+					return err
+				}
+				if ok {
+					if zeros != nil {
+						if err := send(order, zeros); err != nil {
+							return err
+						}
+						zeros = nil
+					}
+					if err := send(order, &job{off: off, len: end - off, digest: d, known: true}); err != nil {
+						return err
+					}
+					continue
+				}
 			}
 			data := dataIn(exts, off, end)
 			if data == nil && zeros != nil {

@@ -114,13 +114,22 @@ func OfReader(r io.ReaderAt, size uint64) (Sum, error) {
 
 // digestList is step 3 of the definition: it hashes chunk digests as they
 // come, in order, so no list of them is kept.
-type digestList struct{ h hash.Hash }
+type digestList struct {
+	h   hash.Hash
+	out io.Writer // also gets every digest, if set
+	err error     // out's first error
+}
 
-func newDigestList() digestList { return digestList{sha256.New()} }
+func newDigestList() *digestList { return &digestList{h: sha256.New()} }
 
-func (l digestList) add(d [32]byte) { l.h.Write(d[:]) }
+func (l *digestList) add(d [32]byte) {
+	l.h.Write(d[:])
+	if l.out != nil && l.err == nil {
+		_, l.err = l.out.Write(d[:])
+	}
+}
 
-func (l digestList) sum(size uint64) Sum {
+func (l *digestList) sum(size uint64) Sum {
 	return Sum{Size: size, Digest: [32]byte(l.h.Sum(nil))}
 }
 
