@@ -154,6 +154,7 @@ func TestBackupChainRestoreVerify(t *testing.T) {
 		}
 		r := vb(t, open, "restore", "--from", dir, "--at", b.Name(), "--to", out, "--format", format)
 		wantCode(t, r, ExitOK)
+		wantStderr(t, r, "restore completed: ")
 		for _, disk := range []string{"vda", "vdb"} {
 			image := filepath.Join(out, disk+"."+format)
 			if got := imageSum(t, image, format); got != points[i][disk] {

@@ -37,6 +37,9 @@ type Options struct {
 	Printer     progress.Printer
 	Now         func() time.Time
 	Every       time.Duration // between progress samples
+	// What is copied, for the progress output: "" for a pull backup's
+	// exports, "restore" for a restore from a backup chain.
+	What string
 }
 
 // Result is what a fetch copied.
@@ -93,14 +96,14 @@ func Run(ctx context.Context, disks []Disk, opts Options) (Result, error) {
 		total += j.result.Copied
 	}
 	err := firstError(errs)
-	final := progress.Result{At: opts.Now(), Elapsed: opts.Now().Sub(start), Bytes: total, State: progress.JobCompleted}
+	final := progress.Result{At: opts.Now(), Elapsed: opts.Now().Sub(start), Bytes: total, State: progress.JobCompleted, What: opts.What}
 	if err != nil {
 		final.State, final.Error = progress.JobFailed, err.Error()
 		if errors.Is(err, context.Canceled) && ctx.Err() != nil {
 			final.State = progress.JobCancelled
 		}
 	}
-	opts.Printer.Update(snapshot(jobs, opts.Now()))
+	opts.Printer.Update(snapshot(jobs, opts.Now(), opts.What))
 	opts.Printer.Finish(final)
 	return res, err
 }

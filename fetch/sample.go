@@ -20,15 +20,21 @@ func sample(ctx context.Context, jobs []*diskJob, opts Options) (stop func()) {
 			case <-ctx.Done():
 				return
 			case <-t.C:
-				opts.Printer.Update(snapshot(jobs, opts.Now()))
+				opts.Printer.Update(snapshot(jobs, opts.Now(), opts.What))
 			}
 		}
 	}()
 	return func() { cancel(); <-done }
 }
 
-func snapshot(jobs []*diskJob, at time.Time) progress.Sample {
-	s := progress.Sample{At: at, Mode: progress.ModePull}
+// snapshot is the sample of this moment; its mode says what is copied: a
+// pull job's exports, or what (a restore).
+func snapshot(jobs []*diskJob, at time.Time, what string) progress.Sample {
+	mode := progress.ModePull
+	if what != "" {
+		mode = what
+	}
+	s := progress.Sample{At: at, Mode: mode}
 	for _, j := range jobs {
 		st, _ := j.state.Load().(progress.DiskState)
 		if st == "" {

@@ -60,7 +60,7 @@ type Disk struct {
 // Sample is the job as seen at one moment.
 type Sample struct {
 	At    time.Time // when it was taken
-	Mode  string    // ModePush or ModePull
+	Mode  string    // ModePush or ModePull, or what else is copied ("restore")
 	Disks []Disk
 	// Whole job, push: bytes processed / total. A sample where these and
 	// the scratch numbers are all 0 carries no job numbers, and the
