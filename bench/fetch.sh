@@ -2,6 +2,8 @@
 # bench/fetch.sh: vbackup backup-fetch against the reference readers, side by
 # side on the same pull export in one run, alternated, median of N runs each.
 #   full, raw:   vbackup backup-fetch --format raw   vs  nbdcopy EXPORT file.raw
+#                (which never flushes), and vs nbdcopy --flush (flushes at the
+#                end, as vbackup fsyncs before it renames)
 #   full, qcow2: vbackup backup-fetch --format qcow2 vs  qemu-img convert -O qcow2 EXPORT
 #                (its default target cache is unsafe: it never flushes), and
 #                vs qemu-img convert -t writeback (flushes at the end, as
@@ -39,10 +41,11 @@ timed() { local s e; settle; s=$(now); "$@" >/dev/null 2>&1; e=$(now); echo "$e 
 
 "$vb" backup-begin bench --pull --checkpoint base >/dev/null 2>&1
 sock=/run/vbackup/bench/nbd.sock uri="nbd+unix:///vda?socket=/run/vbackup/bench/nbd.sock"
-declare -a t_vraw t_ncopy t_vq t_qconv t_qwb
+declare -a t_vraw t_ncopy t_nflush t_vq t_qconv t_qwb
 for i in $(seq "$RUNS"); do
   rm -rf "$out"/*
   t_ncopy+=("$(timed nbdcopy "$uri" "$out/ref.raw")"); rm -f "$out/ref.raw"
+  t_nflush+=("$(timed nbdcopy --flush "$uri" "$out/ref.raw")"); rm -f "$out/ref.raw"
   t_vraw+=("$(timed "$vb" backup-fetch bench --to "$out/r$i" --format raw -q)"); rm -rf "$out/r$i"
   t_qconv+=("$(timed qemu-img convert -O qcow2 "$uri" "$out/ref.qcow2")"); rm -f "$out/ref.qcow2"
   t_qwb+=("$(timed qemu-img convert -t writeback -O qcow2 "$uri" "$out/ref.qcow2")"); rm -f "$out/ref.qcow2"
@@ -54,8 +57,8 @@ qemu-img compare -U -f qcow2 -F qcow2 "$img" "$out/q$RUNS/vda.qcow2" >/dev/null 
 "$vb" backup-end bench >/dev/null
 
 m() { printf '%s\n' "$@" | median; }
-echo "runs (s): nbdcopy ${t_ncopy[*]} | vbackup raw ${t_vraw[*]} | qemu-img convert ${t_qconv[*]} | -t writeback ${t_qwb[*]} | vbackup qcow2 ${t_vq[*]}" >&2
-vraw=$(m "${t_vraw[@]}") ncopy=$(m "${t_ncopy[@]}") vq=$(m "${t_vq[@]}") qconv=$(m "${t_qconv[@]}") qwb=$(m "${t_qwb[@]}")
+echo "runs (s): nbdcopy ${t_ncopy[*]} | nbdcopy --flush ${t_nflush[*]} | vbackup raw ${t_vraw[*]} | qemu-img convert ${t_qconv[*]} | -t writeback ${t_qwb[*]} | vbackup qcow2 ${t_vq[*]}" >&2
+vraw=$(m "${t_vraw[@]}") ncopy=$(m "${t_ncopy[@]}") nflush=$(m "${t_nflush[@]}") vq=$(m "${t_vq[@]}") qconv=$(m "${t_qconv[@]}") qwb=$(m "${t_qwb[@]}")
 
 # Incremental: 1 MiB changed since 'base'.
 scripts/testbed.sh write "$bed" bench vda 0xcd 1G 1M
@@ -67,6 +70,7 @@ t_inc=$(echo "$e - $s" | bc)
 printf '\nvbackup backup-fetch vs reference, %s MiB disk with %s MiB random data, median of %s alternated runs\n' "$SIZE_MB" "$DATA_MB" "$RUNS"
 printf '%-34s %8s %8s %7s\n' "case" "vbackup" "ref" "ratio"
 printf '%-34s %7.2fs %7.2fs %6.2fx\n' "full -> raw   (ref: nbdcopy)" "$vraw" "$ncopy" "$(echo "$vraw / $ncopy" | bc -l)"
+printf '%-34s %7.2fs %7.2fs %6.2fx\n' "full -> raw   (ref: nbdcopy --flush)" "$vraw" "$nflush" "$(echo "$vraw / $nflush" | bc -l)"
 printf '%-34s %7.2fs %7.2fs %6.2fx\n' "full -> qcow2 (ref: qemu-img convert)" "$vq" "$qconv" "$(echo "$vq / $qconv" | bc -l)"
 printf '%-34s %7.2fs %7.2fs %6.2fx\n' "full -> qcow2 (ref: convert -t writeback)" "$vq" "$qwb" "$(echo "$vq / $qwb" | bc -l)"
 printf 'incremental, 1 MiB changed: %.2fs (%s)\n' "$t_inc" "$(echo "$line" | sed 's/^ *//')"

@@ -113,7 +113,9 @@ func defaults(o Options) Options {
 		o.Connections = 4
 	}
 	if o.InFlight <= 0 {
-		o.InFlight = 16
+		// Measured against nbdcopy (which keeps 64 in flight) on a 2 GiB
+		// raw fetch: 32 was 5-10 % faster than 16, and 64 no faster.
+		o.InFlight = 32
 	}
 	if o.Request <= 0 {
 		o.Request = 256 << 10 // larger requests leave the CPU cache between read and write (measured: slower)

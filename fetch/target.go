@@ -38,19 +38,21 @@ func createTarget(path, format, backing string, size uint64) (target, error) {
 	return nil, fmt.Errorf("unknown format %q: use raw or qcow2", format)
 }
 
-// rawTarget is a sparse raw file: what is not written reads as zeroes.
-type rawTarget struct{ *os.File }
+// rawTarget is a sparse raw file: what is not written reads as zeroes. It
+// gets its full length only when complete (measured a little faster than
+// a file of that length from the start, and a cut-short file is not
+// mistaken for a whole disk).
+type rawTarget struct {
+	*os.File
+	size uint64
+}
 
 func newRawTarget(path string, size uint64) (target, error) {
 	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE|os.O_EXCL, 0o600)
 	if err != nil {
 		return nil, err
 	}
-	if err := f.Truncate(int64(size)); err != nil {
-		f.Close()
-		return nil, err
-	}
-	return &rawTarget{f}, nil
+	return &rawTarget{f, size}, nil
 }
 
 func (t *rawTarget) fit(p plan) plan { return p }
@@ -71,6 +73,10 @@ func (t *rawTarget) layout(p plan) iter.Seq2[nbd.Piece, error] {
 }
 
 func (t *rawTarget) finish() error {
+	if err := t.Truncate(int64(t.size)); err != nil {
+		t.Close()
+		return err
+	}
 	if err := t.Sync(); err != nil {
 		t.Close()
 		return err
