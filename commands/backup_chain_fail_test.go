@@ -133,3 +133,52 @@ func TestBackupStoppedHalfWay(t *testing.T) {
 		t.Errorf("the vda overlay holds %s, want A and B", got)
 	}
 }
+
+// smallDisk mounts a tmpfs of size bytes for the test: a folder that fills.
+func smallDisk(t *testing.T, size string) string {
+	t.Helper()
+	dir := filepath.Join(t.TempDir(), "small")
+	if err := os.Mkdir(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if out, err := exec.Command("mount", "-t", "tmpfs", "-o", "size="+size, "tmpfs", dir).CombinedOutput(); err != nil {
+		t.Fatalf("mount tmpfs: %v: %s", err, out)
+	}
+	t.Cleanup(func() { exec.Command("umount", dir).Run() })
+	return dir
+}
+
+// A backup folder that fills up: the backup fails saying so, the folder
+// holds what it held, and no checkpoint claims the changes.
+func TestBackupDiskFull(t *testing.T) {
+	open, bed := realDaemon(t)
+	dom := bed.Domain(t, "vda:qcow2:64M")
+	bed.Write(t, dom, "vda", 0x11, 0, 4<<20)
+	dir := filepath.Join(smallDisk(t, "16M"), "backups")
+	wantCode(t, vb(t, open, "backup", dom, "--to", dir), ExitOK)
+	first := storeBackups(t, dir)[0].Name()
+
+	bed.Write(t, dom, "vda", 0xaa, 8<<20, 24<<20) // more than the folder has room for
+	r := vb(t, open, "backup", dom, "--to", dir)
+	wantCode(t, r, ExitFailure)
+	wantStderr(t, r, "no space left on device", "Checkpoint vbackup-", "deleted", "is as it was")
+	if got := backupLevels(t, dir); len(got) != 1 {
+		t.Errorf("after a full disk the folder holds %v", got)
+	}
+	if left := hiddenEntries(t, dir); len(left) != 0 {
+		t.Errorf("after a full disk the folder holds %v", left)
+	}
+	if out := strings.TrimSpace(bed.Virsh(t, "checkpoint-list", dom, "--name")); out != first {
+		t.Errorf("checkpoints after a full disk: %q, want only %s", out, first)
+	}
+	// Room again: the next backup still holds every change.
+	big := filepath.Join(t.TempDir(), "big")
+	run(t, "cp", "-a", dir, big)
+	r = vb(t, open, "backup", dom, "--to", big)
+	wantCode(t, r, ExitOK)
+	want := sourceSums(t, bed, dom, "vda")
+	last := storeBackups(t, big)[1]
+	if last.Disks[0].Checksum != want["vda"] || last.Disks[0].Level != "incremental" {
+		t.Errorf("the backup after the full disk: %s %s, the disk is %s", last.Disks[0].Level, last.Disks[0].Checksum, want["vda"])
+	}
+}
