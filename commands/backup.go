@@ -87,14 +87,9 @@ type backupRun struct {
 }
 
 func runBackup(ctx context.Context, env *Env, opts backupOptions) error {
-	_, dom, err := openDomain(ctx, env, opts.Domain)
+	_, dom, err := openRunningDomain(ctx, env, opts.Domain)
 	if err != nil {
 		return err
-	}
-	if st, err := dom.State(ctx); err != nil {
-		return err
-	} else if !st.Active {
-		return fmt.Errorf("domain %q is %s: a backup needs a running domain; start it with 'virsh start %s'", dom.Name(), st.State, dom.Name())
 	}
 	// A folder that is not there yet is made only once the backup starts:
 	// a refused backup changes nothing.
@@ -164,7 +159,7 @@ func (r *backupRun) checkDomain(ctx context.Context) error {
 	}
 	job, err := r.dom.Job(ctx, false)
 	if errors.Is(err, virt.ErrUnsupported) {
-		return fmt.Errorf("domain %q: this libvirt driver cannot run backup jobs (%w); vbackup needs the QEMU driver (qemu:///system or qemu:///session)", r.dom.Name(), err)
+		return noBackupJobs(r.dom, err)
 	}
 	if err != nil {
 		return err

@@ -209,14 +209,9 @@ func readFlagFile(cmd *cli.Command, name string) (string, error) {
 }
 
 func runBackupBegin(ctx context.Context, env *Env, opts backupBeginOptions) error {
-	conn, dom, err := openDomain(ctx, env, opts.Domain)
+	conn, dom, err := openRunningDomain(ctx, env, opts.Domain)
 	if err != nil {
 		return err
-	}
-	if st, err := dom.State(ctx); err != nil {
-		return err
-	} else if !st.Active {
-		return fmt.Errorf("domain %q is %s: a backup needs a running domain; start it with 'virsh start %s'", dom.Name(), st.State, dom.Name())
 	}
 	// --print-xml changes nothing and asks nothing of the job machinery, so
 	// it also works where jobs cannot run (libvirt's test driver).
@@ -278,7 +273,7 @@ func newPrinter(env *Env, json, quiet bool) progress.Printer {
 func backupPreflight(ctx context.Context, env *Env, dom virt.Domain) (bool, error) {
 	job, err := dom.Job(ctx, false)
 	if errors.Is(err, virt.ErrUnsupported) {
-		return false, fmt.Errorf("domain %q: this libvirt driver cannot run backup jobs (%w); vbackup needs the QEMU driver (qemu:///system or qemu:///session)", dom.Name(), err)
+		return false, noBackupJobs(dom, err)
 	}
 	if err != nil {
 		return false, fmt.Errorf("domain %q: %w", dom.Name(), err)

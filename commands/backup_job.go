@@ -33,7 +33,7 @@ func (b runningBackup) pull() bool {
 func currentBackup(ctx context.Context, dom virt.Domain) (b runningBackup, ok bool, err error) {
 	if b.job, err = dom.Job(ctx, false); err != nil {
 		if errors.Is(err, virt.ErrUnsupported) {
-			return b, false, fmt.Errorf("domain %q: this libvirt driver cannot run backup jobs (%w); vbackup needs the QEMU driver (qemu:///system or qemu:///session)", dom.Name(), err)
+			return b, false, noBackupJobs(dom, err)
 		}
 		return b, false, fmt.Errorf("domain %q: reading its job: %w", dom.Name(), err)
 	}
@@ -190,6 +190,12 @@ func waitJobEnd(ctx context.Context, dom virt.Domain, limit time.Duration) error
 		case <-time.After(50 * time.Millisecond):
 		}
 	}
+}
+
+// noBackupJobs is the error for a driver that runs no backup jobs
+// (libvirt's test driver, say).
+func noBackupJobs(dom virt.Domain, err error) error {
+	return fmt.Errorf("domain %q: this libvirt driver cannot run backup jobs (%w); vbackup needs the QEMU driver (qemu:///system or qemu:///session)", dom.Name(), err)
 }
 
 // noBackupJob is the error for a command that needs a running backup job.

@@ -37,7 +37,7 @@ func beginRecorded(ctx context.Context, env *Env, dom virt.Domain, plan backupPl
 			}
 		}
 		if errors.Is(err, virt.ErrUnsupported) {
-			return fmt.Errorf("domain %q: this libvirt driver cannot run backup jobs (%w); vbackup needs the QEMU driver (qemu:///system or qemu:///session)", dom.Name(), err)
+			return noBackupJobs(dom, err)
 		}
 		return fmt.Errorf("domain %q: the backup did not start: %w", dom.Name(), err)
 	}

@@ -5,13 +5,15 @@ import (
 	"os"
 	"path/filepath"
 	"testing"
+
+	"vbackup/internal/testbed"
 )
 
 // BenchmarkFile sums a 512 MiB image of which every other 4 MiB is random
 // data and the rest never written. MB/s is over the virtual size;
 // data-MB/s over the data alone.
 func BenchmarkFile(b *testing.B) {
-	need(b, "qemu-img", "qemu-nbd")
+	testbed.Need(b, "qemu-img", "qemu-nbd")
 	const size, block = 512 * mib, 4 * mib
 	dir := b.TempDir()
 	raw, qcow := filepath.Join(dir, "disk.raw"), filepath.Join(dir, "disk.qcow2")

@@ -6,12 +6,14 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"vbackup/internal/testbed"
 )
 
 // An overlay's checksum from the base's chunk digests and what the overlay
 // changed equals the full one, and reads only the changed chunks.
 func TestEarlier(t *testing.T) {
-	need(t, "qemu-nbd", "qemu-io")
+	testbed.Need(t, "qemu-nbd", "qemu-io")
 	dir := t.TempDir()
 	base, top := filepath.Join(dir, "base.qcow2"), filepath.Join(dir, "top.qcow2")
 	run(t, "qemu-img", "create", "-q", "-f", "qcow2", base, fmt.Sprint(chainSize))

@@ -13,26 +13,13 @@ import (
 	"testing"
 	"time"
 
+	"vbackup/internal/testbed"
 	"vbackup/qemunbd"
 )
 
-// need skips a test when a QEMU tool is missing, except under CI=true,
-// where it fails.
-func need(t testing.TB, bins ...string) {
-	t.Helper()
-	for _, bin := range bins {
-		if _, err := exec.LookPath(bin); err != nil {
-			if os.Getenv("CI") == "true" {
-				t.Fatalf("%s is not installed (CI=true forbids skipping)", bin)
-			}
-			t.Skipf("%s is not installed (Debian: qemu-utils)", bin)
-		}
-	}
-}
-
 func run(t testing.TB, bin string, args ...string) []byte {
 	t.Helper()
-	need(t, bin)
+	testbed.Need(t, bin)
 	out, err := exec.Command(bin, args...).CombinedOutput()
 	if err != nil {
 		t.Fatalf("%s %v: %v\n%s", bin, args, err, out)
@@ -59,7 +46,7 @@ func testCtx(t testing.TB) context.Context {
 // serve serves img with qemu-nbd for the test and returns its URI.
 func serve(t testing.TB, img, format string) string {
 	t.Helper()
-	need(t, "qemu-nbd")
+	testbed.Need(t, "qemu-nbd")
 	srv, err := qemunbd.Serve(testCtx(t), img, format)
 	if err != nil {
 		t.Fatal(err)
@@ -110,7 +97,7 @@ func chain(t testing.TB) (top string) {
 }
 
 func TestFileChain(t *testing.T) {
-	need(t, "qemu-nbd")
+	testbed.Need(t, "qemu-nbd")
 	top := chain(t)
 	want := reference(t, top, "qcow2")
 	if want.Size != chainSize {
@@ -141,7 +128,7 @@ func TestFileChain(t *testing.T) {
 // What reads as zeroes is not read: of the chain's 8 chunks, 2, 4, 5, 6
 // and the second half of 3.
 func TestExportSkipsZeroes(t *testing.T) {
-	need(t, "qemu-nbd")
+	testbed.Need(t, "qemu-nbd")
 	top := chain(t)
 	srv := serve(t, top, "qcow2")
 	_, read, err := export(testCtx(t), srv, top, Options{})
@@ -155,7 +142,7 @@ func TestExportSkipsZeroes(t *testing.T) {
 }
 
 func TestFileRawHoles(t *testing.T) {
-	need(t, "qemu-nbd")
+	testbed.Need(t, "qemu-nbd")
 	dir := t.TempDir()
 	raw, qcow := filepath.Join(dir, "disk.raw"), filepath.Join(dir, "disk.qcow2")
 	f, err := os.Create(raw)
@@ -193,7 +180,7 @@ func TestFileRawHoles(t *testing.T) {
 
 // Rot in an overlay's data, behind QEMU's back, changes the sum.
 func TestFileFlippedByte(t *testing.T) {
-	need(t, "qemu-nbd")
+	testbed.Need(t, "qemu-nbd")
 	top := chain(t)
 	before, err := File(testCtx(t), top, "qcow2", Options{})
 	if err != nil {
@@ -243,7 +230,7 @@ func TestFileFlippedByte(t *testing.T) {
 }
 
 func TestFileErrors(t *testing.T) {
-	need(t, "qemu-nbd")
+	testbed.Need(t, "qemu-nbd")
 	missing := filepath.Join(t.TempDir(), "missing.qcow2")
 	_, err := File(testCtx(t), missing, "qcow2", Options{})
 	if !errors.Is(err, fs.ErrNotExist) || !strings.Contains(err.Error(), missing) {

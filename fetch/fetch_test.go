@@ -12,24 +12,13 @@ import (
 	"testing"
 	"time"
 
+	"vbackup/internal/testbed"
 	"vbackup/progress"
 )
 
 // These tests fetch from real NBD servers (qemu-nbd, nbdkit) and check
 // the files with qemu-img. Where a tool is missing they skip, except
 // under CI=true, where they fail.
-
-func need(t *testing.T, bins ...string) {
-	t.Helper()
-	for _, bin := range bins {
-		if _, err := exec.LookPath(bin); err != nil {
-			if os.Getenv("CI") == "true" {
-				t.Fatalf("%s is not installed (CI=true forbids skipping)", bin)
-			}
-			t.Skipf("%s is not installed", bin)
-		}
-	}
-}
 
 func run(t *testing.T, bin string, args ...string) string {
 	t.Helper()
@@ -111,7 +100,7 @@ func compare(t *testing.T, img, out, format string) {
 // disk did. The disk's size is not a whole number of clusters, and its
 // writes straddle clusters and a 512 MiB L2 region.
 func TestFetchFullAndIncremental(t *testing.T) {
-	need(t, "qemu-img", "qemu-io", "qemu-nbd")
+	testbed.Need(t, "qemu-img", "qemu-io", "qemu-nbd")
 	dir := t.TempDir()
 	img := filepath.Join(dir, "disk.qcow2")
 	const size = 1<<30 + 1536
@@ -156,7 +145,7 @@ func TestFetchFullAndIncremental(t *testing.T) {
 
 // A fetch that fails leaves neither the file nor a .partial.
 func TestFetchFailureLeavesNothing(t *testing.T) {
-	need(t, "nbdkit")
+	testbed.Need(t, "nbdkit")
 	uri, _ := serve(t, "vda", "nbdkit", "-f", "--exit-with-parent", "-U", "SOCK", "--filter=error", "pattern", "size=64M",
 		"error-pread=EIO", "error-pread-rate=1")
 	for _, format := range []string{"raw", "qcow2"} {

@@ -13,6 +13,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"vbackup/internal/testbed"
 )
 
 // memDst is an in-memory io.WriterAt; with zeroer set it is a ZeroerAt
@@ -215,7 +217,7 @@ func TestExtents(t *testing.T) {
 // Copy's time to nbdcopy's (go test ./nbd -run '^$' -bench CopyVsNbdcopy).
 func BenchmarkCopyVsNbdcopy(b *testing.B) {
 	t := b
-	need(t, "nbdcopy", "qemu-nbd")
+	testbed.Need(t, "nbdcopy", "qemu-nbd")
 	dir := t.TempDir()
 	img := filepath.Join(dir, "random.raw")
 	buf := make([]byte, 1<<30)

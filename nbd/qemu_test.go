@@ -9,6 +9,8 @@ import (
 	"reflect"
 	"strings"
 	"testing"
+
+	"vbackup/internal/testbed"
 )
 
 // sparseImage makes a 64 MiB qcow2 with data at 1M (1M of 0xab), 10M (64k
@@ -203,7 +205,7 @@ func TestMultiConn(t *testing.T) {
 
 func TestTCP(t *testing.T) {
 	img, want := sparseImage(t)
-	need(t, "qemu-nbd")
+	testbed.Need(t, "qemu-nbd")
 	s := startTCPServer(t, "qemu-nbd", "-b", "127.0.0.1", "-p", "PORT", "-x", "vda", "-t", "-e", "4", "-r", "-f", "qcow2", img)
 	uri := withExport(s, "vda")
 	c := dial(t, uri, Options{})

@@ -5,30 +5,19 @@ import (
 	"context"
 	"fmt"
 	"net"
-	"os"
 	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
 	"testing"
 	"time"
+
+	"vbackup/internal/testbed"
 )
 
 // The tests below run against real servers: qemu-nbd (Debian's qemu-utils)
 // and nbdkit with its plugins and filters (Debian's nbdkit). Where one is
 // missing a test skips, except under CI=true, where it fails.
-
-func need(t testing.TB, bins ...string) {
-	t.Helper()
-	for _, bin := range bins {
-		if _, err := exec.LookPath(bin); err != nil {
-			if os.Getenv("CI") == "true" {
-				t.Fatalf("%s is not installed (CI=true forbids skipping)", bin)
-			}
-			t.Skipf("%s is not installed", bin)
-		}
-	}
-}
 
 // server is a running NBD server process.
 type server struct {
@@ -48,7 +37,7 @@ func (s *server) kill() {
 // socket path, and waits until it accepts connections.
 func startServer(t testing.TB, bin string, args ...string) *server {
 	t.Helper()
-	need(t, bin)
+	testbed.Need(t, bin)
 	sock := filepath.Join(t.TempDir(), "nbd.sock")
 	for i, a := range args {
 		args[i] = strings.ReplaceAll(a, "SOCK", sock)
@@ -60,7 +49,7 @@ func startServer(t testing.TB, bin string, args ...string) *server {
 // stands for a free port.
 func startTCPServer(t testing.TB, bin string, args ...string) *server {
 	t.Helper()
-	need(t, bin)
+	testbed.Need(t, bin)
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -116,7 +105,7 @@ func qemuNBD(t testing.TB, img string, args ...string) *server {
 // run runs a command that must succeed and returns its output.
 func run(t testing.TB, bin string, args ...string) string {
 	t.Helper()
-	need(t, bin)
+	testbed.Need(t, bin)
 	out, err := exec.Command(bin, args...).CombinedOutput()
 	if err != nil {
 		t.Fatalf("%s %v: %v\n%s", bin, args, err, out)

@@ -17,6 +17,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"vbackup/internal/testbed"
 )
 
 // certDir makes a CA, a server certificate for localhost and 127.0.0.1 and
@@ -134,7 +136,7 @@ func TestTLSRefused(t *testing.T) {
 func TestTLSQemuNBD(t *testing.T) {
 	dir, _ := certDir(t)
 	img, want := sparseImage(t)
-	need(t, "qemu-nbd")
+	testbed.Need(t, "qemu-nbd")
 	s := startTCPServer(t, "qemu-nbd", "-b", "127.0.0.1", "-p", "PORT", "-t", "-r", "-f", "qcow2", "--shared=2",
 		"--object", "tls-creds-x509,id=tls0,endpoint=server,dir="+dir, "--tls-creds", "tls0", img)
 	uri := tlsURI(s, "tls-certificates="+dir)

@@ -13,26 +13,13 @@ import (
 	"testing"
 	"time"
 
+	"vbackup/internal/testbed"
 	"vbackup/nbd"
 )
 
-// need skips a test when a QEMU tool is missing, except under CI=true,
-// where it fails.
-func need(t testing.TB, bins ...string) {
-	t.Helper()
-	for _, bin := range bins {
-		if _, err := exec.LookPath(bin); err != nil {
-			if os.Getenv("CI") == "true" {
-				t.Fatalf("%s is not installed (CI=true forbids skipping)", bin)
-			}
-			t.Skipf("%s is not installed (Debian: qemu-utils)", bin)
-		}
-	}
-}
-
 func run(t testing.TB, bin string, args ...string) {
 	t.Helper()
-	need(t, bin)
+	testbed.Need(t, bin)
 	if out, err := exec.Command(bin, args...).CombinedOutput(); err != nil {
 		t.Fatalf("%s %v: %v\n%s", bin, args, err, out)
 	}
@@ -46,7 +33,7 @@ func testCtx(t testing.TB) context.Context {
 
 func serve(t *testing.T, path, format string) *Server {
 	t.Helper()
-	need(t, "qemu-nbd")
+	testbed.Need(t, "qemu-nbd")
 	s, err := Serve(testCtx(t), path, format)
 	if err != nil {
 		t.Fatal(err)
@@ -113,7 +100,7 @@ func TestServeChain(t *testing.T) {
 }
 
 func TestServeErrors(t *testing.T) {
-	need(t, "qemu-nbd")
+	testbed.Need(t, "qemu-nbd")
 	dir := t.TempDir()
 	missing := filepath.Join(dir, "missing.qcow2")
 	_, err := Serve(testCtx(t), missing, "qcow2")

@@ -496,3 +496,17 @@ func (b *Bed) Folder(t testing.TB) string {
 	t.Cleanup(func() { os.RemoveAll(dir) })
 	return dir
 }
+
+// Need skips t when a tool it runs is not installed, or fails it when
+// CI=true, where a skipped test would hide that it never ran.
+func Need(t testing.TB, bins ...string) {
+	t.Helper()
+	for _, bin := range bins {
+		if _, err := exec.LookPath(bin); err != nil {
+			if os.Getenv("CI") == "true" {
+				t.Fatalf("%s is not installed (CI=true forbids skipping)", bin)
+			}
+			t.Skipf("%s is not installed (scripts/install-deps.sh installs it)", bin)
+		}
+	}
+}
