@@ -108,15 +108,23 @@ func (c *Conn) Domain(ctx context.Context, name string) (virt.Domain, error) {
 	if err != nil {
 		return nil, err
 	}
+	return c.adopt(d, name), nil
+}
+
+// adopt wraps a domain handle, to be freed with the connection, under its
+// own name (name, a UUID or ID, only if libvirt cannot say).
+func (c *Conn) adopt(d *libvirt.Domain, name string) *Domain {
 	c.mu.Lock()
 	c.domains = append(c.domains, d)
 	c.mu.Unlock()
 	dom := &Domain{c: c, lv: d, name: name}
 	_ = c.call("virDomainGetName", name, func() (err error) {
-		dom.name, err = d.GetName()
+		if n, err := d.GetName(); err == nil {
+			dom.name = n
+		}
 		return err
 	})
-	return dom, nil
+	return dom
 }
 
 // DefineDomain defines a persistent domain.
@@ -129,15 +137,7 @@ func (c *Conn) DefineDomain(ctx context.Context, doc string) (virt.Domain, error
 	if err != nil {
 		return nil, err
 	}
-	c.mu.Lock()
-	c.domains = append(c.domains, d)
-	c.mu.Unlock()
-	dom := &Domain{c: c, lv: d}
-	err = c.call("virDomainGetName", "", func() (err error) {
-		dom.name, err = d.GetName()
-		return err
-	})
-	return dom, err
+	return c.adopt(d, ""), nil
 }
 
 // Domains lists domain names, sorted.
