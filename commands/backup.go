@@ -167,7 +167,7 @@ func (r *backupRun) checkDomain(ctx context.Context) error {
 	if job.State == virt.JobRunning {
 		return fmt.Errorf("domain %q already has a job running, and libvirt runs one at a time; wait for it, or end it (for a backup: 'vbackup backup-end %s')", r.dom.Name(), r.dom.Name())
 	}
-	return nil
+	return busyBackup(ctx, r.dom)
 }
 
 // decide picks the level of every disk and names the backup.

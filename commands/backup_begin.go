@@ -281,7 +281,10 @@ func backupPreflight(ctx context.Context, env *Env, dom virt.Domain) (bool, erro
 	if job.State == virt.JobRunning {
 		return true, nil
 	}
-	return false, settle(ctx, env, dom)
+	if err := settle(ctx, env, dom); err != nil {
+		return false, err
+	}
+	return false, busyBackup(ctx, dom)
 }
 
 // backupPlan is what a job will be started with.

@@ -2,6 +2,7 @@ package commands
 
 import (
 	"bufio"
+	"context"
 	"encoding/json"
 	"os"
 	"os/exec"
@@ -9,8 +10,10 @@ import (
 	"strings"
 	"syscall"
 	"testing"
+	"time"
 
 	"vbackup/internal/testbed"
+	"vbackup/virt"
 )
 
 // killHalfWay runs 'vbackup backup' as its own process and sends sig once
@@ -180,5 +183,55 @@ func TestBackupDiskFull(t *testing.T) {
 	last := storeBackups(t, big)[1]
 	if last.Disks[0].Checksum != want["vda"] || last.Disks[0].Level != "incremental" {
 		t.Errorf("the backup after the full disk: %s %s, the disk is %s", last.Disks[0].Level, last.Disks[0].Checksum, want["vda"])
+	}
+}
+
+// While 'vbackup backup' checksums and commits, its job has ended but its
+// manifest is not written: other vbackup commands leave its checkpoint
+// alone, and refuse to start a job, until its process is gone.
+func TestFinishingBackupIsLeftAlone(t *testing.T) {
+	open, bed := realDaemon(t)
+	dom := bed.Domain(t, "vda:qcow2:64M")
+	dir := t.TempDir()
+	wantCode(t, vb(t, open, "checkpoint-create-as", dom, "vbackup-x"), ExitOK)
+	conn, err := open(context.Background(), "", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	d, err := conn.Domain(context.Background(), dom)
+	if err != nil {
+		t.Fatal(err)
+	}
+	host, _ := os.Hostname()
+	rec := virt.BackupRecord{Checkpoint: "vbackup-x", Pull: true, Started: time.Now(), Dir: dir, Host: host, PID: os.Getpid()}
+	if err := d.SetBackupRecord(context.Background(), rec); err != nil {
+		t.Fatal(err)
+	}
+	wantCode(t, vb(t, open, "backup-status", dom), ExitOK)
+	r := vb(t, open, "backup-begin", dom, "--pull")
+	wantCode(t, r, ExitFailure)
+	wantStderr(t, r, "is still finishing; wait for it")
+	r = vb(t, open, "backup", dom, "--to", dir)
+	wantCode(t, r, ExitFailure)
+	wantStderr(t, r, "is still finishing; wait for it")
+	if out := strings.TrimSpace(bed.Virsh(t, "checkpoint-list", dom, "--name")); out != "vbackup-x" {
+		t.Fatalf("the finishing backup's checkpoint is gone: %q", out)
+	}
+
+	// Its process gone, the next command settles it.
+	dead := exec.Command("true")
+	if err := dead.Run(); err != nil {
+		t.Fatal(err)
+	}
+	rec.PID = dead.Process.Pid
+	if err := d.SetBackupRecord(context.Background(), rec); err != nil {
+		t.Fatal(err)
+	}
+	r = vb(t, open, "backup-status", dom)
+	wantCode(t, r, ExitOK)
+	wantStderr(t, r, "did not finish", "Checkpoint vbackup-x deleted")
+	if out := strings.TrimSpace(bed.Virsh(t, "checkpoint-list", dom, "--name")); out != "" {
+		t.Errorf("checkpoints after settling: %q", out)
 	}
 }

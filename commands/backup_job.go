@@ -89,15 +89,24 @@ func settle(ctx context.Context, env *Env, dom virt.Domain) error {
 	if err != nil {
 		return err
 	}
-	switch {
-	case rec.Dir != "" && !committed(rec.Dir, rec.Checkpoint):
+	if rec.Dir != "" {
 		// A checkpoint of 'vbackup backup' holds data only once a manifest
-		// in its folder says so.
-		fmt.Fprintf(env.Stderr, "note: the backup into %s started %s did not finish\n", rec.Dir, rec.Started.Local().Format(time.DateTime))
-		if err := discardCheckpoint(ctx, env, dom, rec.Checkpoint); err != nil {
-			return err
+		// in its folder says so; until then its process may still be at
+		// work (checksumming, committing), and only its death settles it.
+		done, known := committed(rec.Dir, rec.Checkpoint)
+		switch {
+		case done:
+		case !known || !orphaned(rec):
+			return nil
+		default:
+			fmt.Fprintf(env.Stderr, "note: the backup into %s started %s did not finish\n", rec.Dir, rec.Started.Local().Format(time.DateTime))
+			if err := discardCheckpoint(ctx, env, dom, rec.Checkpoint); err != nil {
+				return err
+			}
 		}
-	case rec.Dir != "":
+		return dom.ClearBackupRecord(ctx)
+	}
+	switch {
 	case rec.Discard:
 		// vbackup was ending this job unfinished when it was interrupted.
 		fmt.Fprintf(env.Stderr, "note: the backup job started %s was being ended before it finished\n", rec.Started.Local().Format(time.DateTime))
@@ -146,10 +155,31 @@ func orphaned(rec virt.BackupRecord) bool {
 }
 
 // committed reports whether the backup folder dir holds the backup of
-// checkpoint name.
-func committed(dir, name string) bool {
+// checkpoint name; known is false when that cannot be told (the folder is
+// unreadable, or gone with its file system).
+func committed(dir, name string) (done, known bool) {
 	_, err := os.Stat(filepath.Join(dir, name, chain.ManifestFile))
-	return err == nil
+	switch {
+	case err == nil:
+		return true, true
+	case errors.Is(err, os.ErrNotExist):
+		if _, derr := os.Stat(dir); derr != nil {
+			return false, false // the whole folder is missing: unmounted?
+		}
+		return false, true
+	}
+	return false, false
+}
+
+// busyBackup is the error for a domain whose last 'vbackup backup' is
+// still finishing (its job has ended, its manifest is not written yet).
+func busyBackup(ctx context.Context, dom virt.Domain) error {
+	rec, ok, err := dom.BackupRecord(ctx)
+	if err != nil || !ok || rec.Dir == "" {
+		return err
+	}
+	return fmt.Errorf("domain %q: 'vbackup backup' (pid %d on %s) into %s, started %s, is still finishing; wait for it",
+		dom.Name(), rec.PID, rec.Host, rec.Dir, rec.Started.Local().Format(time.DateTime))
 }
 
 // discardCheckpoint deletes the checkpoint created with a job that did not
