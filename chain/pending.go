@@ -23,7 +23,8 @@ func (s *Store) Begin(name string) (*Pending, error) {
 		return nil, fmt.Errorf("%s exists already; vbackup never writes over a backup", final)
 	}
 	dir := filepath.Join(s.Dir, "."+name+partialSuffix)
-	if err := os.Mkdir(dir, 0o755); err != nil {
+	// Backups hold whole disks: for the owner's eyes only.
+	if err := os.Mkdir(dir, 0o700); err != nil {
 		return nil, err
 	}
 	return &Pending{store: s, name: name, dir: dir}, nil
@@ -40,7 +41,8 @@ func (p *Pending) Backing(b *Backup, d Disk) string {
 
 // Commit writes m's manifest and definitions beside the images, puts every
 // file on stable storage, and makes the backup appear under its name. Until
-// the rename, the store holds no trace of it.
+// the rename, the store holds no trace of it; once it is done, the backup
+// is returned, with an error only if the folder could not be synced.
 func (p *Pending) Commit(m Manifest) (*Backup, error) {
 	m.Format = FormatVersion
 	if m.Checkpoint.Name != p.name {
@@ -59,7 +61,7 @@ func (p *Pending) Commit(m Manifest) (*Backup, error) {
 		"domain.xml":     []byte(m.Domain.XML),
 	}
 	for name, content := range files {
-		if err := os.WriteFile(filepath.Join(p.dir, name), content, 0o644); err != nil {
+		if err := os.WriteFile(filepath.Join(p.dir, name), content, 0o600); err != nil {
 			return nil, err
 		}
 	}
@@ -88,11 +90,13 @@ func (p *Pending) Commit(m Manifest) (*Backup, error) {
 		return nil, err
 	}
 	p.done = true
-	if err := syncPath(p.store.Dir); err != nil {
-		return nil, err
-	}
 	b := &Backup{Manifest: m, Dir: final}
 	p.store.Backups = append(p.store.Backups, b)
+	// The backup is in place: a failure to sync the folder is reported with
+	// it, never as a backup that failed.
+	if err := syncPath(p.store.Dir); err != nil {
+		return b, fmt.Errorf("backup %s is in place, but syncing %s failed: %w", p.name, p.store.Dir, err)
+	}
 	return b, nil
 }
 

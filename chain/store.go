@@ -158,10 +158,10 @@ func (s *Store) Chain(b *Backup, disk string) ([]*Backup, error) {
 // Lock takes DIR for one vbackup command at a time (creating DIR if
 // needed); unlock releases it. It fails at once when another holds it.
 func Lock(dir string) (unlock func(), err error) {
-	if err := os.MkdirAll(dir, 0o755); err != nil {
+	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return nil, err
 	}
-	f, err := os.OpenFile(filepath.Join(dir, lockFile), os.O_RDWR|os.O_CREATE, 0o644)
+	f, err := os.OpenFile(filepath.Join(dir, lockFile), os.O_RDWR|os.O_CREATE, 0o600)
 	if err != nil {
 		return nil, err
 	}

@@ -121,12 +121,42 @@ func (r *backupRun) run(ctx context.Context) (*chain.Backup, error) {
 		return nil, err
 	}
 	b, err := r.pending.Commit(m)
-	if err != nil {
+	if b == nil {
 		return nil, err
+	}
+	if err != nil {
+		fmt.Fprintf(r.env.Stderr, "warning: %v\n", err)
 	}
 	// From here the checkpoint holds what the manifest says.
 	_ = r.dom.ClearBackupRecord(context.WithoutCancel(ctx))
+	r.pruneCheckpoints(context.WithoutCancel(ctx))
 	return b, nil
+}
+
+// pruneCheckpoints deletes the checkpoints of this folder's earlier
+// backups: the next incremental builds on the newest alone (its bitmap
+// records every change since it was made), while each checkpoint kept
+// costs the running domain a bitmap to update on every write. The folder
+// keeps their XML. Checkpoints vbackup did not make for this folder stay.
+func (r *backupRun) pruneCheckpoints(ctx context.Context) {
+	var gone []string
+	for _, b := range r.store.Backups {
+		if b.Name() == r.name {
+			continue
+		}
+		if _, err := r.dom.Checkpoint(ctx, b.Name()); err != nil {
+			continue
+		}
+		if err := r.dom.DeleteCheckpoint(ctx, b.Name(), virt.DeleteFlags{}); err != nil {
+			fmt.Fprintf(r.env.Stderr, "note: the checkpoint of the earlier backup %s was not deleted: %v\n", b.Name(), err)
+			continue
+		}
+		gone = append(gone, b.Name())
+	}
+	if len(gone) > 0 {
+		fmt.Fprintf(r.out, "Deleted from libvirt the checkpoint of the earlier backup %s: only the newest is built on (%s keeps its XML).\n",
+			strings.Join(gone, ", "), r.opts.Dir)
+	}
 }
 
 func (r *backupRun) decidedDisks() []chain.DiskInfo {
@@ -198,7 +228,17 @@ func handToQEMU(dir string, disks []virt.Disk) error {
 	for _, d := range disks {
 		if fi, err := os.Stat(d.Source); err == nil && d.Type == "file" {
 			st := fi.Sys().(*syscall.Stat_t)
-			return os.Chown(dir, int(st.Uid), int(st.Gid))
+			if err := os.Chown(dir, int(st.Uid), int(st.Gid)); err != nil {
+				return err
+			}
+			// QEMU's user must get through the backups' folder to its own;
+			// passing through lists nothing.
+			parent := filepath.Dir(dir)
+			pi, err := os.Stat(parent)
+			if err != nil {
+				return err
+			}
+			return os.Chmod(parent, pi.Mode().Perm()|0o011)
 		}
 	}
 	return nil
@@ -373,7 +413,7 @@ func (r *backupRun) manifest(ctx context.Context, started time.Time, copied map[
 func (r *backupRun) checksum(ctx context.Context, d *chain.Disk) (contentsum.Sum, error) {
 	image := filepath.Join(r.pending.Dir(), d.File)
 	d.Digests = d.Name + ".sums"
-	f, err := os.OpenFile(filepath.Join(r.pending.Dir(), d.Digests), os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o644)
+	f, err := os.OpenFile(filepath.Join(r.pending.Dir(), d.Digests), os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
 	if err != nil {
 		return contentsum.Sum{}, err
 	}
