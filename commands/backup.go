@@ -82,8 +82,9 @@ type backupRun struct {
 	name     string    // of the checkpoint, and the backup
 	dec      chain.Decision
 	pending  *chain.Pending
-	started  bool        // the job started: its checkpoint exists
-	watching atomic.Bool // a push job's watcher handles Ctrl-C itself
+	diskInfo []chain.DiskInfo // the disks to back up, as the decision saw them
+	started  bool             // the job started: its checkpoint exists
+	watching atomic.Bool      // a push job's watcher handles Ctrl-C itself
 }
 
 func runBackup(ctx context.Context, env *Env, opts backupOptions) error {
@@ -183,6 +184,7 @@ func (r *backupRun) decide(ctx context.Context) error {
 			return err
 		}
 	}
+	r.diskInfo = disks
 	if r.dec, err = chain.Decide(r.opts.Level, r.dom.Name(), last, ok, why, disks); err != nil {
 		return err
 	}

@@ -20,6 +20,13 @@ import (
 // the fetch has copied part, not all, of the data. It returns stderr.
 func killHalfWay(t *testing.T, bed *testbed.Bed, dom, dir string, sig syscall.Signal) string {
 	t.Helper()
+	return halfWay(t, bed, dom, dir, func(cmd *exec.Cmd) error { return cmd.Process.Signal(sig) })
+}
+
+// halfWay runs 'vbackup backup' as its own process and does what once the
+// fetch has copied part, not all, of the data. It returns stderr.
+func halfWay(t *testing.T, bed *testbed.Bed, dom, dir string, what func(*exec.Cmd) error) string {
+	t.Helper()
 	cmd := exec.Command(vbackupBinary(t, bed), "-c", bed.URI(), "backup", dom, "--to", dir, "--json")
 	var stderr strings.Builder
 	cmd.Stderr = &stderr
@@ -38,7 +45,7 @@ func killHalfWay(t *testing.T, bed *testbed.Bed, dom, dir string, sig syscall.Si
 			Done, Total uint64
 		}
 		if json.Unmarshal(sc.Bytes(), &line) == nil && line.Type == "job" && line.Done > 0 && line.Done < line.Total {
-			if err := cmd.Process.Signal(sig); err != nil {
+			if err := what(cmd); err != nil {
 				t.Fatal(err)
 			}
 			killed = true
@@ -52,7 +59,7 @@ func killHalfWay(t *testing.T, bed *testbed.Bed, dom, dir string, sig syscall.Si
 		t.Fatalf("the backup ended before it could be stopped half-way (%v):\n%s", err, stderr.String())
 	}
 	if err == nil {
-		t.Fatalf("a backup stopped by %s exited 0:\n%s", sig, stderr.String())
+		t.Fatalf("a backup stopped half-way exited 0:\n%s", stderr.String())
 	}
 	return stderr.String()
 }
@@ -233,5 +240,32 @@ func TestFinishingBackupIsLeftAlone(t *testing.T) {
 	wantStderr(t, r, "did not finish", "Checkpoint vbackup-x deleted")
 	if out := strings.TrimSpace(bed.Virsh(t, "checkpoint-list", dom, "--name")); out != "" {
 		t.Errorf("checkpoints after settling: %q", out)
+	}
+}
+
+// The domain stops in the middle of a backup: the backup fails, and its
+// checkpoint goes all the same (libvirt deletes only the metadata of an
+// inactive domain's checkpoint).
+func TestBackupDomainStops(t *testing.T) {
+	_, bed := realDaemon(t)
+	dom := bigDomain(t, bed, 1024, 700)
+	dir := filepath.Join(t.TempDir(), "backups")
+	stderr := halfWay(t, bed, dom, dir, func(*exec.Cmd) error {
+		_, err := bed.TryVirsh("destroy", dom)
+		return err
+	})
+	for _, want := range []string{"Checkpoint vbackup-", "deleted", "is as it was"} {
+		if !strings.Contains(stderr, want) {
+			t.Errorf("stderr lacks %q:\n%s", want, stderr)
+		}
+	}
+	if strings.Contains(stderr, "while cleaning up") {
+		t.Errorf("the cleanup reports problems:\n%s", stderr)
+	}
+	if out := strings.TrimSpace(bed.Virsh(t, "checkpoint-list", dom, "--name")); out != "" {
+		t.Errorf("checkpoints after the domain stopped: %q", out)
+	}
+	if s, err := os.ReadDir(dir); err == nil && len(s) > 1 {
+		t.Errorf("the folder holds %v", s)
 	}
 }

@@ -192,6 +192,12 @@ func discardCheckpoint(ctx context.Context, env *Env, dom virt.Domain, name stri
 	if errors.Is(err, virt.ErrNoCheckpoint) {
 		return nil
 	}
+	if st, serr := dom.State(ctx); err != nil && serr == nil && !st.Active {
+		// The domain stopped meanwhile, and libvirt deletes a checkpoint's
+		// bitmaps only from a running one ("cannot delete checkpoint for
+		// inactive domain"): its metadata goes, so that it claims nothing.
+		err = dom.DeleteCheckpoint(ctx, name, virt.DeleteFlags{MetadataOnly: true})
+	}
 	if err != nil {
 		return fmt.Errorf("domain %q: deleting checkpoint %q, which claims data the job did not save: %w; delete it with 'vbackup checkpoint-delete %s %s'",
 			dom.Name(), name, err, dom.Name(), name)

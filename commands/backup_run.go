@@ -90,11 +90,17 @@ func (r *backupRun) run(ctx context.Context) (*chain.Backup, error) {
 	if errors.Is(err, virt.ErrCheckpointInconsistent) && r.opts.Level == chain.WantAuto && r.dec.Level == chain.Incremental {
 		// A bitmap lost after a crash shows only now.
 		fmt.Fprintf(r.out, "The checkpoint of backup %s is broken in libvirt (%v): making a full backup instead.\n", r.dec.From.Name(), err)
-		// It would go on claiming changes it no longer tracks.
-		if derr := r.dom.DeleteCheckpoint(ctx, r.dec.From.Name(), virt.DeleteFlags{MetadataOnly: true}); derr == nil {
+		// It would go on claiming changes it no longer tracks. A plain delete
+		// also removes what is left of its bitmaps; libvirt may refuse it for
+		// the broken one, and then only its metadata goes.
+		derr := r.dom.DeleteCheckpoint(ctx, r.dec.From.Name(), virt.DeleteFlags{})
+		if derr != nil {
+			derr = r.dom.DeleteCheckpoint(ctx, r.dec.From.Name(), virt.DeleteFlags{MetadataOnly: true})
+		}
+		if derr == nil {
 			fmt.Fprintf(r.env.Stderr, "note: the broken checkpoint %s is deleted from libvirt (the backup in %s stays)\n", r.dec.From.Name(), r.opts.Dir)
 		}
-		if r.dec, err = chain.Decide(chain.WantFull, r.dom.Name(), nil, false, "", r.decidedDisks()); err != nil {
+		if r.dec, err = chain.Decide(chain.WantFull, r.dom.Name(), nil, false, "", r.diskInfo); err != nil {
 			return nil, err
 		}
 		r.dec.Reason = "the last backup's checkpoint is broken"
@@ -157,14 +163,6 @@ func (r *backupRun) pruneCheckpoints(ctx context.Context) {
 		fmt.Fprintf(r.out, "Deleted from libvirt the checkpoint of the earlier backup %s: only the newest is built on (%s keeps its XML).\n",
 			strings.Join(gone, ", "), r.opts.Dir)
 	}
-}
-
-func (r *backupRun) decidedDisks() []chain.DiskInfo {
-	var out []chain.DiskInfo
-	for _, d := range r.dec.Disks {
-		out = append(out, chain.DiskInfo{Name: d.Name, CanBitmap: true})
-	}
-	return out
 }
 
 // announce says what is about to be backed up, and why at that level.
@@ -487,7 +485,10 @@ func (r *backupRun) fail(cause error) error {
 			problems = append(problems, err.Error())
 		}
 		if err := r.dom.ClearBackupRecord(ctx); err != nil {
-			problems = append(problems, err.Error())
+			// A domain that stopped took its live record with it.
+			if st, serr := r.dom.State(ctx); serr != nil || st.Active {
+				problems = append(problems, err.Error())
+			}
 		}
 	}
 	if r.pending != nil {

@@ -14,11 +14,12 @@ type RestoredDisk struct {
 }
 
 // RestoredDomain turns the definition of a backed-up domain into a new
-// domain running from restored images: a new name, no UUID (libvirt makes
-// one), each restored disk pointing at its image, no MAC addresses (libvirt
-// makes new ones, so the copy can run beside the original). A disk that was
-// not restored is left out, since the new domain would otherwise share the
-// original's image; an empty drive stays. It returns notes for the user.
+// domain running from restored images, that can run beside the original
+// and shares none of its files or devices: a new name, no UUID and no MAC
+// addresses (libvirt makes new ones), each restored disk pointing at its
+// image, its own UEFI variables, graphics on a free port, no passed-through
+// host devices. A disk that was not restored is left out; an empty drive
+// stays. It returns notes for the user.
 func RestoredDomain(doc, name string, disks map[string]RestoredDisk) (string, []string, error) {
 	var dom libvirtxml.Domain
 	if err := dom.Unmarshal(doc); err != nil {
@@ -66,8 +67,37 @@ func RestoredDomain(doc, name string, disks map[string]RestoredDisk) (string, []
 			slices.Sort(missing)
 			return "", nil, fmt.Errorf("the saved domain definition has no disk %v", missing)
 		}
-		for i := range dom.Devices.Interfaces {
-			dom.Devices.Interfaces[i].MAC = nil
+		var ifaces []libvirtxml.DomainInterface
+		for _, nic := range dom.Devices.Interfaces {
+			if nic.Source != nil && nic.Source.Hostdev != nil {
+				notes = append(notes, "a passed-through network device (an interface of type hostdev) is left out: it belongs to the original")
+				continue
+			}
+			nic.MAC = nil
+			ifaces = append(ifaces, nic)
+		}
+		dom.Devices.Interfaces = ifaces
+		if len(dom.Devices.Hostdevs) > 0 {
+			notes = append(notes, fmt.Sprintf("%d passed-through host device(s) left out: they belong to the original", len(dom.Devices.Hostdevs)))
+			dom.Devices.Hostdevs = nil
+		}
+		for _, g := range dom.Devices.Graphics {
+			// A fixed port would be taken by the original.
+			if g.VNC != nil && g.VNC.Port > 0 {
+				g.VNC.Port, g.VNC.AutoPort = 0, "yes"
+			}
+			if g.Spice != nil && (g.Spice.Port > 0 || g.Spice.TLSPort > 0) {
+				g.Spice.Port, g.Spice.TLSPort, g.Spice.AutoPort = 0, 0, "yes"
+			}
+		}
+	}
+	if dom.OS != nil && dom.OS.NVRam != nil {
+		// The UEFI variables file is the original's: the copy gets its own,
+		// made by libvirt from the template.
+		notes = append(notes, "the UEFI variables (nvram) start afresh from the firmware's template")
+		dom.OS.NVRam.NVRam, dom.OS.NVRam.Source = "", nil
+		if dom.OS.NVRam.Template == "" {
+			dom.OS.NVRam = nil
 		}
 	}
 	out, err := dom.Marshal()
