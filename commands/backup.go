@@ -273,7 +273,7 @@ func (r *backupRun) interruptible(ctx context.Context) (context.Context, func())
 				}
 				n++
 				if n > 1 {
-					r.env.Exit(130)
+					r.env.Exit(ExitFailure)
 					return
 				}
 				fmt.Fprintf(r.env.Stderr, "\n%s: ending the backup; nothing of it will be kept (again to leave at once)\n", s)

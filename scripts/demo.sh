@@ -58,7 +58,7 @@ offset=$(qemu-img map -U --output=json "$out/$last/vda.qcow2" | grep -m1 '"depth
 printf '\x00' | dd of="$out/$last/vda.qcow2" bs=1 seek="$offset" conv=notrunc status=none
 vb verify --from "$out" || echo "(exit status $?)"
 
-bold "# The checkpoints the backups made, in virsh's language"
+bold "# In virsh's language: only the newest backup's checkpoint stays in libvirt"
 vb checkpoint-list demo --tree
 echo
 echo "Done; the throwaway daemon, domain and backups are removed."
