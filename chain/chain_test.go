@@ -66,6 +66,11 @@ func TestCommitOpenFindChain(t *testing.T) {
 	if len(s.Backups) != 3 || s.Last().Name() != "b3" {
 		t.Fatalf("Open found %d backups, last %v; want 3, b3", len(s.Backups), s.Last())
 	}
+	for i, b := range s.Backups {
+		if b.Seq != i+1 {
+			t.Errorf("backup %s has seq %d, want %d", b.Name(), b.Seq, i+1)
+		}
+	}
 	for _, f := range []string{ManifestFile, "checkpoint.xml", "domain.xml", "vda.qcow2"} {
 		if _, err := os.Stat(filepath.Join(dir, "b1", f)); err != nil {
 			t.Errorf("backup b1 lacks %s: %v", f, err)
@@ -280,5 +285,21 @@ func TestDecide(t *testing.T) {
 	}
 	if strings.Join(d.Ended, ",") != "vdb" {
 		t.Errorf("Ended = %v, want vdb (no longer in the domain)", d.Ended)
+	}
+}
+
+// A clock set back between two backups does not reorder them.
+func TestClockSetBack(t *testing.T) {
+	dir := t.TempDir()
+	s, _ := Open(dir)
+	commit(t, s, manifest("b1", 10, full("vda")))
+	m := manifest("b2", 9, inc("vda", "b1")) // an hour earlier by the clock
+	commit(t, s, m)
+	s, err := Open(dir)
+	if err != nil {
+		t.Fatalf("Open after the clock went back: %v", err)
+	}
+	if s.Last().Name() != "b2" {
+		t.Errorf("Last = %s, want b2", s.Last().Name())
 	}
 }

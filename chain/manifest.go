@@ -39,6 +39,7 @@ const (
 // Manifest describes one backup.
 type Manifest struct {
 	Format     string     `json:"format"`
+	Seq        int        `json:"seq"` // 1, 2, …: the order of the backups in their folder, whatever the clock did
 	Domain     Domain     `json:"domain"`
 	Checkpoint Checkpoint `json:"checkpoint"`
 	Time       time.Time  `json:"time"`  // when the backup job started

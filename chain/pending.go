@@ -45,6 +45,10 @@ func (p *Pending) Backing(b *Backup, d Disk) string {
 // is returned, with an error only if the folder could not be synced.
 func (p *Pending) Commit(m Manifest) (*Backup, error) {
 	m.Format = FormatVersion
+	m.Seq = 1
+	if last := p.store.Last(); last != nil {
+		m.Seq = last.Seq + 1
+	}
 	if m.Checkpoint.Name != p.name {
 		return nil, fmt.Errorf("manifest of checkpoint %q committed as backup %q", m.Checkpoint.Name, p.name)
 	}

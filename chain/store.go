@@ -73,7 +73,14 @@ func Open(dir string) (*Store, error) {
 		}
 		s.Backups = append(s.Backups, b)
 	}
-	slices.SortStableFunc(s.Backups, func(a, b *Backup) int { return a.Time.Compare(b.Time) })
+	// By sequence: a clock set back must not put a backup before the one it
+	// builds on.
+	slices.SortStableFunc(s.Backups, func(a, b *Backup) int {
+		if a.Seq != b.Seq {
+			return a.Seq - b.Seq
+		}
+		return a.Time.Compare(b.Time)
+	})
 	if err := s.checkLinks(); err != nil {
 		return nil, err
 	}

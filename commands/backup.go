@@ -74,17 +74,18 @@ func newBackupCommand(env *Env, run func(context.Context, *Env, backupOptions) e
 
 // backupRun is one 'vbackup backup': what it decided and what it holds.
 type backupRun struct {
-	env      *Env
-	opts     backupOptions
-	dom      virt.Domain
-	store    *chain.Store
-	out      io.Writer // messages for the user (discarded by --quiet, stderr with --json)
-	name     string    // of the checkpoint, and the backup
-	dec      chain.Decision
-	pending  *chain.Pending
-	diskInfo []chain.DiskInfo // the disks to back up, as the decision saw them
-	started  bool             // the job started: its checkpoint exists
-	watching atomic.Bool      // a push job's watcher handles Ctrl-C itself
+	env         *Env
+	opts        backupOptions
+	dom         virt.Domain
+	store       *chain.Store
+	out         io.Writer // messages for the user (discarded by --quiet, stderr with --json)
+	name        string    // of the checkpoint, and the backup
+	dec         chain.Decision
+	pending     *chain.Pending
+	diskInfo    []chain.DiskInfo // the disks to back up, as the decision saw them
+	domainDisks []string         // every disk of the domain
+	started     bool             // the job started: its checkpoint exists
+	watching    atomic.Bool      // a push job's watcher handles Ctrl-C itself
 }
 
 func runBackup(ctx context.Context, env *Env, opts backupOptions) error {
@@ -203,6 +204,7 @@ func (r *backupRun) disks(ctx context.Context) ([]chain.DiskInfo, error) {
 	for _, d := range all {
 		names = append(names, d.Target)
 	}
+	r.domainDisks = names
 	for _, want := range r.opts.Disks {
 		if !slices.Contains(names, want) {
 			return nil, fmt.Errorf("domain %q has no disk %q; its disks are %s", r.dom.Name(), want, strings.Join(names, ", "))

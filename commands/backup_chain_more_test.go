@@ -76,6 +76,12 @@ func TestBackupAfterRecreateAndNewDisk(t *testing.T) {
 	r = vb(t, open, "verify", "--from", dir)
 	wantCode(t, r, ExitOK)
 	wantStderr(t, r, "All 7 disk images of 4 backups match")
+
+	r = vb(t, open, "backup", dom, "--to", dir, "--disk", "vda")
+	wantCode(t, r, ExitOK)
+	if !strings.Contains(r.stdout, "vdc    not backed up this time (not named by --disk)") {
+		t.Errorf("a backup of vda alone says of vdc:\n%s", r.stdout)
+	}
 }
 
 // recreate undefines the domain with its checkpoint metadata and defines

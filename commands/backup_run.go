@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"syscall"
 	"time"
@@ -174,6 +175,10 @@ func (r *backupRun) announce() {
 		}
 	}
 	for _, name := range r.dec.Ended {
+		if slices.Contains(r.domainDisks, name) {
+			fmt.Fprintf(r.out, "  %-6s not backed up this time (not named by --disk)\n", name)
+			continue
+		}
 		fmt.Fprintf(r.out, "  %-6s is no longer in the domain: its chain ends at backup %s\n", name, r.store.Last().Name())
 	}
 }
