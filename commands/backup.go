@@ -85,7 +85,8 @@ type backupRun struct {
 	diskInfo    []chain.DiskInfo // the disks to back up, as the decision saw them
 	domainDisks []string         // every disk of the domain
 	started     bool             // the job started: its checkpoint exists
-	watching    atomic.Bool      // a push job's watcher handles Ctrl-C itself
+	watching    atomic.Bool      // a push job's watcher handles Ctrl-C itself,
+	toWatcher   chan os.Signal   // passed on to it from here
 }
 
 func runBackup(ctx context.Context, env *Env, opts backupOptions) error {
@@ -103,7 +104,7 @@ func runBackup(ctx context.Context, env *Env, opts backupOptions) error {
 		}
 		defer unlock()
 	}
-	r := &backupRun{env: env, opts: opts, dom: dom, out: env.Stdout}
+	r := &backupRun{env: env, opts: opts, dom: dom, out: env.Stdout, toWatcher: make(chan os.Signal, 2)}
 	switch {
 	case opts.Quiet:
 		r.out = io.Discard
@@ -271,6 +272,12 @@ func (r *backupRun) interruptible(ctx context.Context) (context.Context, func())
 				return
 			case s := <-sigs:
 				if r.watching.Load() {
+					// The push's watcher ends the job; a signal that comes
+					// before it listens waits for it.
+					select {
+					case r.toWatcher <- s:
+					default:
+					}
 					continue
 				}
 				n++

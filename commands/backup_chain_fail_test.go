@@ -23,11 +23,17 @@ func killHalfWay(t *testing.T, bed *testbed.Bed, dom, dir string, sig syscall.Si
 	return halfWay(t, bed, dom, dir, func(cmd *exec.Cmd) error { return cmd.Process.Signal(sig) })
 }
 
+// interruptPushHalfWay is killHalfWay for a push backup, with Ctrl-C.
+func interruptPushHalfWay(t *testing.T, bed *testbed.Bed, dom, dir string) string {
+	t.Helper()
+	return halfWay(t, bed, dom, dir, func(cmd *exec.Cmd) error { return cmd.Process.Signal(syscall.SIGINT) }, "--push")
+}
+
 // halfWay runs 'vbackup backup' as its own process and does what once the
 // fetch has copied part, not all, of the data. It returns stderr.
-func halfWay(t *testing.T, bed *testbed.Bed, dom, dir string, what func(*exec.Cmd) error) string {
+func halfWay(t *testing.T, bed *testbed.Bed, dom, dir string, what func(*exec.Cmd) error, flags ...string) string {
 	t.Helper()
-	cmd := exec.Command(vbackupBinary(t, bed), "-c", bed.URI(), "backup", dom, "--to", dir, "--json")
+	cmd := exec.Command(vbackupBinary(t, bed), append([]string{"-c", bed.URI(), "backup", dom, "--to", dir, "--json"}, flags...)...)
 	var stderr strings.Builder
 	cmd.Stderr = &stderr
 	stdout, err := cmd.StdoutPipe()
@@ -44,7 +50,7 @@ func halfWay(t *testing.T, bed *testbed.Bed, dom, dir string, what func(*exec.Cm
 			Type        string
 			Done, Total uint64
 		}
-		if json.Unmarshal(sc.Bytes(), &line) == nil && line.Type == "job" && line.Done > 0 && line.Done < line.Total {
+		if json.Unmarshal(sc.Bytes(), &line) == nil && line.Type == "job" && line.Total > 0 && line.Done < line.Total {
 			if err := what(cmd); err != nil {
 				t.Fatal(err)
 			}
@@ -267,5 +273,28 @@ func TestBackupDomainStops(t *testing.T) {
 	}
 	if s, err := os.ReadDir(dir); err == nil && len(s) > 1 {
 		t.Errorf("the folder holds %v", s)
+	}
+}
+
+// Ctrl-C in a push backup: the watcher ends the job, and the checkpoint and
+// the partial folder go.
+func TestBackupPushInterrupted(t *testing.T) {
+	_, bed := realDaemon(t)
+	dom := bigDomain(t, bed, 1024, 700)
+	dir := filepath.Join(bed.Folder(t), "backups")
+	stderr := interruptPushHalfWay(t, bed, dom, dir)
+	for _, want := range []string{"interrupted: ending the backup job", "deleted", "is as it was"} {
+		if !strings.Contains(stderr, want) {
+			t.Errorf("stderr lacks %q:\n%s", want, stderr)
+		}
+	}
+	if out := strings.TrimSpace(bed.Virsh(t, "checkpoint-list", dom, "--name")); out != "" {
+		t.Errorf("checkpoints after Ctrl-C: %q", out)
+	}
+	if left := hiddenEntries(t, dir); len(left) != 0 {
+		t.Errorf("after Ctrl-C the folder holds %v", left)
+	}
+	if out := bed.Virsh(t, "domjobinfo", dom); !strings.Contains(out, "None") {
+		t.Errorf("a job still runs after Ctrl-C:\n%s", out)
 	}
 }

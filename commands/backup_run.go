@@ -294,7 +294,7 @@ func (r *backupRun) endJob(ctx context.Context) error {
 // qcow2 of their own.
 func (r *backupRun) push(ctx context.Context) (map[string]uint64, error) {
 	r.watching.Store(true)
-	err := watchBackup(ctx, r.env, r.dom, watchOptions{Printer: newPrinter(r.env, r.opts.JSON, r.opts.Quiet), KeepRecord: true})
+	err := watchBackup(ctx, r.env, r.dom, watchOptions{Printer: newPrinter(r.env, r.opts.JSON, r.opts.Quiet), KeepRecord: true, Signals: r.toWatcher})
 	r.watching.Store(false)
 	if err != nil {
 		return nil, err

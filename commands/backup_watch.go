@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"os"
 	"time"
 
 	"vbackup/progress"
@@ -19,6 +20,9 @@ type watchOptions struct {
 	// KeepRecord leaves the job record of a completed push in place, for a
 	// caller whose checkpoint is settled only once its own work is done.
 	KeepRecord bool
+	// Signals, when set, delivers Ctrl-C in place of env.Signals: for a
+	// caller that handles signals itself around the watch.
+	Signals <-chan os.Signal
 }
 
 // watcher follows one backup job until it ends. The numbers come from
@@ -69,8 +73,12 @@ func watchBackup(ctx context.Context, env *Env, dom virt.Domain, opts watchOptio
 		}
 		w.disks = append(w.disks, progress.Disk{Name: d.Name, State: st})
 	}
-	sigs, stopSigs := env.Signals()
-	defer stopSigs()
+	sigs := opts.Signals
+	if sigs == nil {
+		var stopSigs func()
+		sigs, stopSigs = env.Signals()
+		defer stopSigs()
+	}
 	var timeout <-chan time.Time
 	if opts.Timeout > 0 {
 		t := time.NewTimer(opts.Timeout)
