@@ -154,3 +154,21 @@ func (t *qcow2Target) layout(p plan) iter.Seq2[nbd.Piece, error] {
 func (t *qcow2Target) finish() error { return t.Close() }
 
 func (t *qcow2Target) abort() { t.Abort() }
+
+// WriteAt writes p and starts its write-back.
+func (t *rawTarget) WriteAt(p []byte, off int64) (int, error) {
+	n, err := t.File.WriteAt(p, off)
+	if err == nil {
+		startWriteBack(t.Fd(), off, n)
+	}
+	return n, err
+}
+
+// WriteAt writes p and starts its write-back.
+func (t *qcow2Target) WriteAt(p []byte, off int64) (int, error) {
+	n, err := t.Writer.WriteAt(p, off)
+	if err == nil {
+		startWriteBack(t.Fd(), off, n)
+	}
+	return n, err
+}

@@ -243,6 +243,10 @@ func (w *Writer) pwrite(p []byte, off uint64) error {
 	return err
 }
 
+// Fd is the image file's descriptor, for hints to the kernel such as
+// starting the write-back of what was written.
+func (w *Writer) Fd() uintptr { return w.f.Fd() }
+
 // HostSize returns the length of the image file, once Close has returned.
 func (w *Writer) HostSize() uint64 { return w.hostClusters * ClusterSize }
 
