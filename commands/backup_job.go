@@ -42,6 +42,11 @@ func currentBackup(ctx context.Context, dom virt.Domain) (b runningBackup, ok bo
 	}
 	doc, err := dom.BackupXML(ctx)
 	if err != nil {
+		// A push can end between the two calls.
+		if again, jerr := dom.Job(ctx, false); jerr == nil && again.State != virt.JobRunning {
+			b.job = again
+			return b, false, nil
+		}
 		return b, false, fmt.Errorf("domain %q: reading its backup job: %w", dom.Name(), err)
 	}
 	if err := b.def.Unmarshal(doc); err != nil {
