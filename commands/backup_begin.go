@@ -420,6 +420,7 @@ func fetchAndEnd(ctx context.Context, env *Env, dom virt.Domain, opts backupBegi
 	if err := waitJobEnd(ctx, dom, 60*time.Second); err != nil {
 		return err
 	}
+	removeSocketDir(env, serverOf(b.def.Pull.Server), dom.Name())
 	if fetchErr != nil && b.hasRec {
 		if err := discardCheckpoint(ctx, env, dom, b.rec.Checkpoint); err != nil {
 			return err

@@ -99,6 +99,9 @@ func TestBackupChainRestoreVerify(t *testing.T) {
 		}
 	}
 	points = append(points, sourceSums(t, bed, dom, "vda", "vdb"))
+	if _, err := os.Stat("/run/vbackup/" + dom); os.Geteuid() == 0 && !os.IsNotExist(err) {
+		t.Errorf("the pull job's socket folder is still there: %v", err)
+	}
 
 	bed.Write(t, dom, "vda", 0xaa, 20<<20, 1<<20) // A
 	bed.Write(t, dom, "vdb", 0xab, 0, 64<<10)

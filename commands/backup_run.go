@@ -274,6 +274,7 @@ func (r *backupRun) pull(ctx context.Context) (map[string]uint64, error) {
 	if err := r.endJob(ctx); err != nil {
 		return nil, err
 	}
+	removeSocketDir(r.env, srv, r.dom.Name())
 	copied := map[string]uint64{}
 	for _, d := range res.Disks {
 		copied[d.Name] = d.Copied

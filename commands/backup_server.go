@@ -105,14 +105,7 @@ func prepareServer(env *Env, domain string, disks []virt.Disk, f *serverFlag, se
 // so the folder belongs to the user QEMU runs as: the owner of the domain's
 // disk images.
 func socketDir(env *Env, domain string, disks []virt.Disk) (string, error) {
-	base := "/run/vbackup"
-	if os.Geteuid() != 0 {
-		if rt := env.Getenv("XDG_RUNTIME_DIR"); rt != "" {
-			base = filepath.Join(rt, "vbackup")
-		} else {
-			base = filepath.Join(os.TempDir(), fmt.Sprintf("vbackup-%d", os.Geteuid()))
-		}
-	}
+	base := socketBase(env)
 	dir := filepath.Join(base, domain)
 	if err := os.MkdirAll(base, 0o755); err != nil {
 		return "", fmt.Errorf("making the NBD socket folder: %w", err)
@@ -132,6 +125,28 @@ func socketDir(env *Env, domain string, disks []virt.Disk) (string, error) {
 		}
 	}
 	return dir, nil
+}
+
+// removeSocketDir removes the private folder socketDir made for a pull
+// job's socket once the job has ended (libvirt removes the socket), so that
+// /run/vbackup does not keep a folder for every domain ever backed up. It
+// touches only the folder of vbackup's default socket, and only if empty.
+func removeSocketDir(env *Env, srv xmlgen.Server, domain string) {
+	dir := filepath.Join(socketBase(env), domain)
+	if srv.Socket == filepath.Join(dir, "nbd.sock") {
+		_ = os.Remove(dir)
+	}
+}
+
+// socketBase holds the socket folders of pull jobs.
+func socketBase(env *Env) string {
+	if os.Geteuid() == 0 {
+		return "/run/vbackup"
+	}
+	if rt := env.Getenv("XDG_RUNTIME_DIR"); rt != "" {
+		return filepath.Join(rt, "vbackup")
+	}
+	return filepath.Join(os.TempDir(), fmt.Sprintf("vbackup-%d", os.Geteuid()))
 }
 
 // nbdURI is the address of one export, in the NBD URI syntax that nbdinfo,
