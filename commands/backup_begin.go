@@ -226,9 +226,11 @@ func runBackupBegin(ctx context.Context, env *Env, opts backupBeginOptions) erro
 	}
 	plan, err := planBackup(ctx, env, conn, dom, opts)
 	if err != nil {
+		removeSocketDir(env, dom.Name())
 		return err
 	}
 	if opts.PrintXML {
+		removeSocketDir(env, dom.Name())
 		fmt.Fprint(env.Stdout, plan.backupXML)
 		if plan.checkpointXML != "" {
 			fmt.Fprint(env.Stdout, plan.checkpointXML)
@@ -243,6 +245,7 @@ func runBackupBegin(ctx context.Context, env *Env, opts backupBeginOptions) erro
 		out = env.Stderr // stdout carries the JSON lines
 	}
 	if err := startBackup(ctx, env, out, dom, plan, opts.ReuseExternal); err != nil {
+		removeSocketDir(env, dom.Name())
 		return err
 	}
 	if opts.FetchDir != "" {
@@ -420,7 +423,7 @@ func fetchAndEnd(ctx context.Context, env *Env, dom virt.Domain, opts backupBegi
 	if err := waitJobEnd(ctx, dom, 60*time.Second); err != nil {
 		return err
 	}
-	removeSocketDir(env, serverOf(b.def.Pull.Server), dom.Name())
+	removeSocketDir(env, dom.Name())
 	if fetchErr != nil && b.hasRec {
 		if err := discardCheckpoint(ctx, env, dom, b.rec.Checkpoint); err != nil {
 			return err

@@ -65,7 +65,7 @@ func runBackupEnd(ctx context.Context, env *Env, opts backupEndOptions) error {
 		cp = b.rec.Checkpoint
 	}
 	if b.pull() {
-		removeSocketDir(env, serverOf(b.def.Pull.Server), dom.Name())
+		removeSocketDir(env, dom.Name())
 		fmt.Fprintf(env.Stdout, "Backup job of domain %s ended.\n", dom.Name())
 		if opts.DiscardCheckpoint {
 			if !b.hasRec {

@@ -274,7 +274,7 @@ func (r *backupRun) pull(ctx context.Context) (map[string]uint64, error) {
 	if err := r.endJob(ctx); err != nil {
 		return nil, err
 	}
-	removeSocketDir(r.env, srv, r.dom.Name())
+	removeSocketDir(r.env, r.dom.Name())
 	copied := map[string]uint64{}
 	for _, d := range res.Disks {
 		copied[d.Name] = d.Copied
@@ -497,6 +497,7 @@ func (r *backupRun) fail(cause error) error {
 			}
 		}
 	}
+	removeSocketDir(r.env, r.dom.Name())
 	if r.pending != nil {
 		if err := r.pending.Abort(); err != nil {
 			problems = append(problems, err.Error())

@@ -127,15 +127,12 @@ func socketDir(env *Env, domain string, disks []virt.Disk) (string, error) {
 	return dir, nil
 }
 
-// removeSocketDir removes the private folder socketDir made for a pull
-// job's socket once the job has ended (libvirt removes the socket), so that
-// /run/vbackup does not keep a folder for every domain ever backed up. It
-// touches only the folder of vbackup's default socket, and only if empty.
-func removeSocketDir(env *Env, srv xmlgen.Server, domain string) {
-	dir := filepath.Join(socketBase(env), domain)
-	if srv.Socket == filepath.Join(dir, "nbd.sock") {
-		_ = os.Remove(dir)
-	}
+// removeSocketDir removes the private folder socketDir makes for a
+// domain's pull job, once no job uses it (libvirt removes the socket when
+// the job ends), so that /run/vbackup does not keep a folder for every
+// domain ever backed up. Only an empty folder goes: a live socket keeps it.
+func removeSocketDir(env *Env, domain string) {
+	_ = os.Remove(filepath.Join(socketBase(env), domain))
 }
 
 // socketBase holds the socket folders of pull jobs.

@@ -250,6 +250,9 @@ func (w *watcher) finish(ctx context.Context, ended *virt.Job) error {
 	}
 	w.opts.Printer.Update(progress.Sample{At: res.At, Mode: w.mode(), Disks: append([]progress.Disk(nil), w.disks...), Done: done.DataProcessed, Total: done.DataTotal})
 	w.opts.Printer.Finish(res)
+	if w.b.pull() {
+		removeSocketDir(w.env, w.dom.Name())
+	}
 	if res.State == "completed" {
 		if w.b.hasRec && !w.b.pull() && !w.opts.KeepRecord {
 			_ = w.dom.ClearBackupRecord(ctx)
@@ -282,6 +285,9 @@ func (w *watcher) stop(ctx context.Context, why string) error {
 		return err
 	}
 	w.opts.Printer.Finish(progress.Result{At: w.env.Now(), State: "cancelled", Error: why, Elapsed: w.env.Now().Sub(w.started)})
+	if w.b.pull() {
+		removeSocketDir(w.env, w.dom.Name())
+	}
 	if w.b.hasRec {
 		if err := discardCheckpoint(ctx, w.env, w.dom, w.b.rec.Checkpoint); err != nil {
 			return err

@@ -184,6 +184,9 @@ func TestWaitInterrupted(t *testing.T) {
 	if out := bed.Virsh(t, "checkpoint-list", dom, "--name"); strings.TrimSpace(out) != "" {
 		t.Errorf("checkpoint left after Ctrl-C: %q", out)
 	}
+	if _, err := os.Stat("/run/vbackup/" + dom); os.Geteuid() == 0 && !os.IsNotExist(err) {
+		t.Errorf("the pull job's socket folder is left after Ctrl-C: %v", err)
+	}
 }
 
 // On a terminal (a pseudo-terminal made by script(1)) each disk gets a bar,
