@@ -197,6 +197,9 @@ func fetchJob(ctx context.Context, env *Env, dom virt.Domain, b runningBackup, o
 // for backup TLS and the default it falls back to, which also serve as
 // QEMU's client folders (migration).
 func tlsCertDirs(env *Env) []string {
+	if env.CertDirs != nil {
+		return env.CertDirs()
+	}
 	if os.Geteuid() != 0 {
 		home := env.Getenv("HOME")
 		if home == "" {

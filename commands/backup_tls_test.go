@@ -1,6 +1,7 @@
 package commands
 
 import (
+	"context"
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
@@ -35,13 +36,6 @@ func TestFetchTLS(t *testing.T) {
 	}
 	t.Cleanup(func() { bed.TryVirsh("domjobabort", dom) })
 
-	env, _, _ := testEnv(open, nil)
-	ownDefault := false
-	for _, dir := range tlsCertDirs(env) {
-		if _, err := os.Stat(filepath.Join(dir, "ca-cert.pem")); err == nil {
-			ownDefault = true // this machine has client certificates of its own
-		}
-	}
 	caOnly := t.TempDir()
 	copyFile(t, filepath.Join(certs, "ca-cert.pem"), filepath.Join(caOnly, "ca-cert.pem"))
 	wrongCA := otherCA(t)
@@ -55,22 +49,18 @@ func TestFetchTLS(t *testing.T) {
 		name string
 		args []string
 		want []string
-		skip bool
 	}{
-		{"no certificates", nil, []string{"serves its exports over TLS", "pass --tls-certs DIR"}, ownDefault},
+		{"no certificates", nil, []string{"serves its exports over TLS", "pass --tls-certs DIR"}},
 		{"only the CA", []string{"--tls-certs", caOnly},
-			[]string{`export "vda" at nbds://127.0.0.1:`, "requires a client certificate", caOnly + " has no client-cert.pem"}, false},
+			[]string{`export "vda" at nbds://127.0.0.1:`, "requires a client certificate", caOnly + " has no client-cert.pem"}},
 		{"another CA", []string{"--tls-certs", wrongCA},
-			[]string{`export "vda" at nbds://127.0.0.1:`, "not signed by the CA in " + filepath.Join(wrongCA, "ca-cert.pem")}, false},
+			[]string{`export "vda" at nbds://127.0.0.1:`, "not signed by the CA in " + filepath.Join(wrongCA, "ca-cert.pem")}},
 		{"a client of another CA", []string{"--tls-certs", strangeClient},
-			[]string{`export "vda" at nbds://127.0.0.1:`, "did not accept the client certificate " + filepath.Join(strangeClient, "client-cert.pem")}, false},
-		{"no folder", []string{"--tls-certs", filepath.Join(out, "nowhere")}, []string{"no such folder"}, false},
-		{"an empty folder", []string{"--tls-certs", t.TempDir()}, []string{"no ca-cert.pem there"}, false},
+			[]string{`export "vda" at nbds://127.0.0.1:`, "did not accept the client certificate " + filepath.Join(strangeClient, "client-cert.pem")}},
+		{"no folder", []string{"--tls-certs", filepath.Join(out, "nowhere")}, []string{"no such folder"}},
+		{"an empty folder", []string{"--tls-certs", t.TempDir()}, []string{"no ca-cert.pem there"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			if tc.skip {
-				t.Skip("this machine has client certificates in a default folder")
-			}
 			to := filepath.Join(out, strings.ReplaceAll(tc.name, " ", "-"))
 			r := vb(t, open, append([]string{"backup-fetch", dom, "--to", to}, tc.args...)...)
 			wantCode(t, r, ExitFailure)
@@ -86,6 +76,13 @@ func TestFetchTLS(t *testing.T) {
 	for _, disk := range []string{"vda", "vdb"} {
 		compareImages(t, bed.DiskPath(dom, disk), "qcow2", out+"/ok/"+disk+".qcow2", "qcow2")
 	}
+	// Without --tls-certs, the first default folder holding a ca-cert.pem.
+	env, _, stderr := testEnv(open, nil)
+	env.CertDirs = func() []string { return []string{t.TempDir(), certs} }
+	if code := Main(context.Background(), []string{"vbackup", "backup-fetch", dom, "--to", out + "/default", "--disk", "vda"}, env); code != ExitOK {
+		t.Fatalf("fetch with the certificates in a default folder: exit %d\n%s", code, stderr)
+	}
+	compareImages(t, bed.DiskPath(dom, "vda"), "qcow2", out+"/default/vda.qcow2", "qcow2")
 	wantCode(t, vb(t, open, "backup-end", dom), ExitOK)
 }
 

@@ -37,6 +37,10 @@ type Env struct {
 	Width func() int
 	// Exit leaves the process at once (a second Ctrl-C).
 	Exit func(code int)
+	// CertDirs, when set, replaces the machine's folders searched for TLS
+	// client certificates when none is given (tests set it: the folders a
+	// machine happens to have must not change what a test sees).
+	CertDirs func() []string
 
 	// Set from the global flags before a command runs.
 	uri   string

@@ -38,6 +38,8 @@ func testEnv(open OpenFunc, environ map[string]string) (*Env, *bytes.Buffer, *by
 		Signals: func() (<-chan os.Signal, func()) { return make(chan os.Signal), func() {} },
 		Width:   func() int { return 80 },
 		Exit:    func(code int) { panic("a command tried to exit the test process") },
+		// No client certificates but those a test gives.
+		CertDirs: func() []string { return nil },
 	}, &stdout, &stderr
 }
 
