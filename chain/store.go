@@ -124,7 +124,7 @@ func (s *Store) Last() *Backup {
 // Find returns the backup named name, or the newest for "latest" or "".
 func (s *Store) Find(name string) (*Backup, error) {
 	if len(s.Backups) == 0 {
-		return nil, fmt.Errorf("%s holds no backups", s.Dir)
+		return nil, fmt.Errorf("%s holds no backups yet; make one with 'vbackup backup DOMAIN --to %s'", s.Dir, s.Dir)
 	}
 	if name == "" || name == "latest" {
 		return s.Last(), nil

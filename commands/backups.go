@@ -41,6 +41,15 @@ func newBackupsCommand(env *Env, run func(context.Context, *Env, backupsOptions)
 	}
 }
 
+// openBackups reads the backups in dir, which must be a folder: a typo in
+// a path is not an empty folder.
+func openBackups(dir string) (*chain.Store, error) {
+	if fi, err := os.Stat(dir); err != nil || !fi.IsDir() {
+		return nil, fmt.Errorf("%s is not a folder of backups (one that 'vbackup backup DOMAIN --to DIR' writes)", dir)
+	}
+	return chain.Open(dir)
+}
+
 // listedDisk is a disk of a listed backup.
 type listedDisk struct {
 	chain.Disk
@@ -61,10 +70,7 @@ type listedBackup struct {
 }
 
 func runBackups(ctx context.Context, env *Env, opts backupsOptions) error {
-	if fi, err := os.Stat(opts.Dir); err != nil || !fi.IsDir() {
-		return fmt.Errorf("%s is not a folder of backups (made by 'vbackup backup DOMAIN --to %s')", opts.Dir, opts.Dir)
-	}
-	store, err := chain.Open(opts.Dir)
+	store, err := openBackups(opts.Dir)
 	if err != nil {
 		return err
 	}

@@ -57,6 +57,21 @@ func synopsis(cmd *cli.Command) string {
 	if cmd.ArgsUsage != "" {
 		parts = append(parts, cmd.ArgsUsage)
 	}
+	// Required options belong to the synopsis too: "--to DIR".
+	for _, f := range cmd.Flags {
+		if r, ok := f.(cli.RequiredFlag); ok && r.IsRequired() {
+			name := f.Names()[0]
+			value := "VALUE"
+			if u, ok := f.(interface{ GetUsage() string }); ok {
+				if i := strings.Index(u.GetUsage(), "`"); i >= 0 {
+					if j := strings.Index(u.GetUsage()[i+1:], "`"); j > 0 {
+						value = u.GetUsage()[i+1 : i+1+j]
+					}
+				}
+			}
+			parts = append(parts, "--"+name+" "+value)
+		}
+	}
 	return strings.Join(parts, " ")
 }
 

@@ -80,7 +80,7 @@ func newRestoreCommand(env *Env, run func(context.Context, *Env, restoreOptions)
 }
 
 func runRestore(ctx context.Context, env *Env, opts restoreOptions) error {
-	store, err := chain.Open(opts.From)
+	store, err := openBackups(opts.From)
 	if err != nil {
 		return err
 	}

@@ -55,7 +55,7 @@ type verifyResult struct {
 }
 
 func runVerify(ctx context.Context, env *Env, opts verifyOptions) error {
-	store, err := chain.Open(opts.From)
+	store, err := openBackups(opts.From)
 	if err != nil {
 		return err
 	}
