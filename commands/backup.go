@@ -84,6 +84,8 @@ type backupRun struct {
 	pending     *chain.Pending
 	diskInfo    []chain.DiskInfo // the disks to back up, as the decision saw them
 	domainDisks []string         // every disk of the domain
+	allDisks    []virt.Disk      // the same, as libvirt describes them
+	uuid        string           // the domain's
 	started     bool             // the job started: its checkpoint exists
 	watching    atomic.Bool      // a push job's watcher handles Ctrl-C itself,
 	toWatcher   chan os.Signal   // passed on to it from here
@@ -152,6 +154,7 @@ func (r *backupRun) checkDomain(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	r.uuid = uuid
 	if last := r.store.Last(); last != nil && last.Domain.UUID != uuid {
 		return fmt.Errorf("%s holds the backups of domain %s (UUID %s), and %s is another domain (UUID %s): give each domain its own folder",
 			r.opts.Dir, last.Domain.Name, last.Domain.UUID, r.dom.Name(), uuid)
@@ -201,6 +204,7 @@ func (r *backupRun) disks(ctx context.Context) ([]chain.DiskInfo, error) {
 	if err != nil {
 		return nil, fmt.Errorf("domain %q: %w", r.dom.Name(), err)
 	}
+	r.allDisks = all
 	var names []string
 	for _, d := range all {
 		names = append(names, d.Target)

@@ -197,10 +197,8 @@ func (r *backupRun) plan(ctx context.Context) (backupPlan, error) {
 		}
 		spec.Disks = append(spec.Disks, d)
 	}
-	disks, err := r.dom.Disks(ctx)
-	if err != nil {
-		return backupPlan{}, err
-	}
+	disks := r.allDisks
+	var err error
 	if spec.Pull {
 		var srv serverFlag
 		if spec.Server, err = prepareServer(r.env, r.dom.Name(), disks, &srv, false, false, true); err != nil {
@@ -373,11 +371,8 @@ func (r *backupRun) manifest(ctx context.Context, started time.Time, copied map[
 	if r.opts.Push {
 		m.Mode = "push"
 	}
+	m.Domain.UUID, m.Domain.Name = r.uuid, r.dom.Name()
 	var err error
-	if m.Domain.UUID, err = r.dom.UUID(ctx); err != nil {
-		return m, err
-	}
-	m.Domain.Name = r.dom.Name()
 	if m.Domain.XML, err = r.dom.XML(ctx, true); err != nil {
 		return m, err
 	}
