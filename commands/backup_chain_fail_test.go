@@ -189,7 +189,7 @@ func TestBackupDiskFull(t *testing.T) {
 	}
 	// Room again: the next backup still holds every change.
 	big := filepath.Join(t.TempDir(), "big")
-	run(t, "cp", "-a", dir, big)
+	testbed.Run(t, "cp", "-a", dir, big)
 	r = vb(t, open, "backup", dom, "--to", big)
 	wantCode(t, r, ExitOK)
 	want := sourceSums(t, bed, dom, "vda")
@@ -207,15 +207,7 @@ func TestFinishingBackupIsLeftAlone(t *testing.T) {
 	dom := bed.Domain(t, "vda:qcow2:64M")
 	dir := t.TempDir()
 	wantCode(t, vb(t, open, "checkpoint-create-as", dom, "vbackup-x"), ExitOK)
-	conn, err := open(context.Background(), "", nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
-	d, err := conn.Domain(context.Background(), dom)
-	if err != nil {
-		t.Fatal(err)
-	}
+	d := domainHandle(t, open, dom)
 	host, _ := os.Hostname()
 	rec := virt.BackupRecord{Checkpoint: "vbackup-x", Pull: true, Started: time.Now(), Dir: dir, Host: host, PID: os.Getpid()}
 	if err := d.SetBackupRecord(context.Background(), rec); err != nil {

@@ -24,8 +24,8 @@ func TestBackupAfterRecreateAndNewDisk(t *testing.T) {
 	// A new disk in the definition, and the domain re-created from it (the
 	// bed's machine has no PCI hotplug).
 	img := filepath.Join(filepath.Dir(bed.DiskPath(dom, "vda")), "vdc.qcow2")
-	run(t, "qemu-img", "create", "-q", "-f", "qcow2", img, "32M")
-	run(t, "chown", "--reference", bed.DiskPath(dom, "vda"), img)
+	testbed.Run(t, "qemu-img", "create", "-q", "-f", "qcow2", img, "32M")
+	testbed.Run(t, "chown", "--reference", bed.DiskPath(dom, "vda"), img)
 	bed.Virsh(t, "attach-disk", dom, img, "vdc", "--subdriver", "qcow2", "--config")
 	recreate(t, bed, dom)
 	bed.Write(t, dom, "vda", 0xaa, 8<<20, 1<<20)
@@ -120,7 +120,7 @@ func TestBackupPush(t *testing.T) {
 	if d := backups[1].Disks[0]; d.Copied != 1<<20 {
 		t.Errorf("the incremental push copied %d bytes, want %d", d.Copied, 1<<20)
 	}
-	if info := run(t, "qemu-img", "info", backups[1].File(backups[1].Disks[0])); !strings.Contains(info, "backing file: ../"+backups[0].Name()+"/vda.qcow2") {
+	if info := testbed.Run(t, "qemu-img", "info", backups[1].File(backups[1].Disks[0])); !strings.Contains(info, "backing file: ../"+backups[0].Name()+"/vda.qcow2") {
 		t.Errorf("the overlay's backing file:\n%s", info)
 	}
 	want := sourceSums(t, bed, dom, "vda")
@@ -217,7 +217,7 @@ func TestBackupBadInputs(t *testing.T) {
 
 	r = vb(t, open, "verify", "--from", fresh)
 	wantCode(t, r, ExitFailure)
-	wantStderr(t, r, "holds no backups to verify")
+	wantStderr(t, r, "is not a folder of backups")
 	r = vb(t, open, "backups", fresh)
 	wantCode(t, r, ExitFailure)
 	wantStderr(t, r, "is not a folder of backups")

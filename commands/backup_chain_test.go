@@ -23,7 +23,7 @@ func sourceSums(t *testing.T, bed *testbed.Bed, dom string, disks ...string) map
 	for _, disk := range disks {
 		src := bed.DiskPath(dom, disk)
 		raw := filepath.Join(t.TempDir(), disk+".raw")
-		run(t, "qemu-img", "convert", "-U", "-O", "raw", src, raw)
+		testbed.Run(t, "qemu-img", "convert", "-U", "-O", "raw", src, raw)
 		sums[disk] = fileSum(t, raw)
 		os.Remove(raw)
 	}
@@ -50,7 +50,7 @@ func fileSum(t *testing.T, raw string) string {
 func imageSum(t *testing.T, image, format string) string {
 	t.Helper()
 	raw := filepath.Join(t.TempDir(), "image.raw")
-	run(t, "qemu-img", "convert", "-U", "-f", format, "-O", "raw", image, raw)
+	testbed.Run(t, "qemu-img", "convert", "-U", "-f", format, "-O", "raw", image, raw)
 	defer os.Remove(raw)
 	return fileSum(t, raw)
 }
@@ -164,7 +164,7 @@ func TestBackupChainRestoreVerify(t *testing.T) {
 				t.Errorf("restore at %s: %s is %s, the disk was %s", b.Name(), disk, got, points[i][disk])
 			}
 			if format == "qcow2" {
-				if info := run(t, "qemu-img", "info", image); strings.Contains(info, "backing file") {
+				if info := testbed.Run(t, "qemu-img", "info", image); strings.Contains(info, "backing file") {
 					t.Errorf("the restored %s depends on a backing file:\n%s", image, info)
 				}
 			}
@@ -232,7 +232,7 @@ func flipByte(t *testing.T, image string) {
 		Depth  int
 		Data   bool
 	}
-	if err := json.Unmarshal([]byte(run(t, "qemu-img", "map", "-U", "--output=json", "-f", "qcow2", image)), &extents); err != nil {
+	if err := json.Unmarshal([]byte(testbed.Run(t, "qemu-img", "map", "-U", "--output=json", "-f", "qcow2", image)), &extents); err != nil {
 		t.Fatal(err)
 	}
 	for _, e := range extents {

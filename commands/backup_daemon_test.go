@@ -10,6 +10,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"vbackup/internal/testbed"
 )
 
 // These run backup jobs on a real libvirtd + QEMU and prove each backup by
@@ -53,7 +55,7 @@ func TestPushFullThenIncremental(t *testing.T) {
 	}
 	// Rebased onto the full, each incremental reads as its disk now.
 	for disk, path := range inc {
-		run(t, "qemu-img", "rebase", "-u", "-F", "qcow2", "-b", full[disk], path)
+		testbed.Run(t, "qemu-img", "rebase", "-u", "-F", "qcow2", "-b", full[disk], path)
 		compareImages(t, bed.DiskPath(dom, disk), "qcow2", path, "qcow2")
 	}
 	if r := vb(t, open, "checkpoint-list", dom, "--name"); r.stdout != "c1\nc2\n\n" {
@@ -74,7 +76,7 @@ func TestPullFullThenIncremental(t *testing.T) {
 	if !strings.Contains(r.stdout, "vda    "+uri) {
 		t.Fatalf("begin does not print the export's URI %s:\n%s", uri, r.stdout)
 	}
-	run(t, "nbdcopy", uri, out+"/full.raw")
+	testbed.Run(t, "nbdcopy", uri, out+"/full.raw")
 	compareImages(t, bed.DiskPath(dom, "vda"), "qcow2", out+"/full.raw", "raw")
 	r = vb(t, open, "backup-end", dom)
 	wantCode(t, r, ExitOK)
@@ -91,7 +93,7 @@ func TestPullFullThenIncremental(t *testing.T) {
 	if got := dirtyExtents(t, uri, "qemu:dirty-bitmap:backup-vda"); got != "4194304+524288" {
 		t.Errorf("dirty extents %s, want exactly 4194304+524288", got)
 	}
-	run(t, "nbdcopy", uri, out+"/now.raw")
+	testbed.Run(t, "nbdcopy", uri, out+"/now.raw")
 	compareImages(t, bed.DiskPath(dom, "vda"), "qcow2", out+"/now.raw", "raw")
 	wantCode(t, vb(t, open, "backup-end", dom), ExitOK)
 	if _, err := os.Stat(sock); !os.IsNotExist(err) {
@@ -209,15 +211,6 @@ func waitBackupDone(t *testing.T, open OpenFunc, dom string) {
 	}
 }
 
-func run(t *testing.T, name string, args ...string) string {
-	t.Helper()
-	out, err := exec.Command(name, args...).CombinedOutput()
-	if err != nil {
-		t.Fatalf("%s %s: %v\n%s", name, strings.Join(args, " "), err, out)
-	}
-	return string(out)
-}
-
 // compareImages requires qemu-img compare to find two images identical.
 func compareImages(t *testing.T, a, fa, b, fb string) {
 	t.Helper()
@@ -236,7 +229,7 @@ func topLayerData(t *testing.T, image string) string {
 		Depth         int
 		Data          bool
 	}
-	if err := json.Unmarshal([]byte(run(t, "qemu-img", "map", "-U", "--output=json", image)), &extents); err != nil {
+	if err := json.Unmarshal([]byte(testbed.Run(t, "qemu-img", "map", "-U", "--output=json", image)), &extents); err != nil {
 		t.Fatal(err)
 	}
 	var spans [][2]int64
@@ -259,7 +252,7 @@ func dirtyExtents(t *testing.T, uri, context string) string {
 	t.Helper()
 	var spans [][2]int64
 	re := regexp.MustCompile(`^\s*(\d+)\s+(\d+)\s+(\d+)\s+(\S+)`)
-	for _, line := range strings.Split(run(t, "nbdinfo", "--map="+context, uri), "\n") {
+	for _, line := range strings.Split(testbed.Run(t, "nbdinfo", "--map="+context, uri), "\n") {
 		m := re.FindStringSubmatch(line)
 		if m == nil || m[4] != "dirty" {
 			continue

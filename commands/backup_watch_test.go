@@ -281,15 +281,7 @@ func TestDiscardMarkIsHonoured(t *testing.T) {
 	open, bed := realDaemon(t)
 	dom := bed.Domain(t, "vda:qcow2:64M")
 	wantCode(t, vb(t, open, "checkpoint-create-as", dom, "d1"), ExitOK)
-	conn, err := open(context.Background(), "", nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
-	d, err := conn.Domain(context.Background(), dom)
-	if err != nil {
-		t.Fatal(err)
-	}
+	d := domainHandle(t, open, dom)
 	if err := d.SetBackupRecord(context.Background(), virt.BackupRecord{Checkpoint: "d1", Pull: true, Started: time.Now(), Discard: true}); err != nil {
 		t.Fatal(err)
 	}

@@ -110,6 +110,22 @@ func realDaemon(t *testing.T) (OpenFunc, *testbed.Bed) {
 	}, bed
 }
 
+// domainHandle looks a domain up on a connection of its own, closed with
+// the test, for what no command does (setting a job record by hand).
+func domainHandle(t *testing.T, open OpenFunc, name string) virt.Domain {
+	t.Helper()
+	conn, err := open(context.Background(), "", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { conn.Close() })
+	d, err := conn.Domain(context.Background(), name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return d
+}
+
 func wantCode(t *testing.T, r result, code int) {
 	t.Helper()
 	if r.code != code {

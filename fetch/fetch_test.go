@@ -20,15 +20,6 @@ import (
 // the files with qemu-img. Where a tool is missing they skip, except
 // under CI=true, where they fail.
 
-func run(t *testing.T, bin string, args ...string) string {
-	t.Helper()
-	out, err := exec.Command(bin, args...).CombinedOutput()
-	if err != nil {
-		t.Fatalf("%s %s: %v\n%s", bin, strings.Join(args, " "), err, out)
-	}
-	return string(out)
-}
-
 // serve runs an NBD server (args hold SOCK for its Unix socket) until the
 // returned stop, or the test's end, and returns the export's URI.
 func serve(t *testing.T, export string, bin string, args ...string) (uri string, stop func()) {
@@ -88,11 +79,11 @@ func fetchOne(t *testing.T, d Disk) DiskResult {
 func compare(t *testing.T, img, out, format string) {
 	t.Helper()
 	if format == "qcow2" {
-		if o := run(t, "qemu-img", "check", out); !strings.Contains(o, "No errors were found") {
+		if o := testbed.Run(t, "qemu-img", "check", out); !strings.Contains(o, "No errors were found") {
 			t.Fatalf("qemu-img check %s: %s", out, o)
 		}
 	}
-	run(t, "qemu-img", "compare", "-U", "-f", "qcow2", "-F", format, img, out)
+	testbed.Run(t, "qemu-img", "compare", "-U", "-f", "qcow2", "-F", format, img, out)
 }
 
 // A full fetch into raw and qcow2 files, then an incremental into a qcow2
@@ -104,8 +95,8 @@ func TestFetchFullAndIncremental(t *testing.T) {
 	dir := t.TempDir()
 	img := filepath.Join(dir, "disk.qcow2")
 	const size = 1<<30 + 1536
-	run(t, "qemu-img", "create", "-q", "-f", "qcow2", img, "1073743360")
-	run(t, "qemu-io", "-f", "qcow2", "-c", "write -P 0x11 1000 5000", "-c", "write -P 0x22 100M 3M",
+	testbed.Run(t, "qemu-img", "create", "-q", "-f", "qcow2", img, "1073743360")
+	testbed.Run(t, "qemu-io", "-f", "qcow2", "-c", "write -P 0x11 1000 5000", "-c", "write -P 0x22 100M 3M",
 		"-c", "write -P 0x33 511M 2M", "-c", "write -z 200M 1M", "-c", "write -P 0x55 300M 1M",
 		"-c", "write -z 300M 128k", "-c", "write -P 0x44 1G 1536", img)
 
@@ -128,8 +119,8 @@ func TestFetchFullAndIncremental(t *testing.T) {
 	}
 	stop()
 
-	run(t, "qemu-img", "bitmap", "--add", "--enable", img, "b0")
-	run(t, "qemu-io", "-f", "qcow2", "-c", "write -P 0x66 2000 100", "-c", "write -z 100M 64k",
+	testbed.Run(t, "qemu-img", "bitmap", "--add", "--enable", img, "b0")
+	testbed.Run(t, "qemu-io", "-f", "qcow2", "-c", "write -P 0x66 2000 100", "-c", "write -z 100M 64k",
 		"-c", "write -P 0x77 700M 64k", "-c", "write -P 0x88 1073742336 512", img)
 	uri, _ = qemuNBD(t, img, "-B", "b0")
 	out := filepath.Join(dir, "inc.qcow2")
@@ -138,7 +129,7 @@ func TestFetchFullAndIncremental(t *testing.T) {
 	if want := (DiskResult{Name: "vda", Path: out, Size: size, Copied: 2<<16 + 1536, Zeroed: 1 << 16, Extents: 4}); r != want {
 		t.Errorf("incremental: %+v, want %+v", r, want)
 	}
-	if info := run(t, "qemu-img", "info", "-U", out); !strings.Contains(info, "backing file: full.qcow2") {
+	if info := testbed.Run(t, "qemu-img", "info", "-U", out); !strings.Contains(info, "backing file: full.qcow2") {
 		t.Errorf("the overlay's backing file is not recorded as given:\n%s", info)
 	}
 }

@@ -63,12 +63,12 @@ func TestCopySparse(t *testing.T) {
 // marks dirty is read, and dirty ranges that now read as zeroes are zeroed.
 func TestCopyDirty(t *testing.T) {
 	img := filepath.Join(t.TempDir(), "inc.qcow2")
-	run(t, "qemu-img", "create", "-q", "-f", "qcow2", img, "8M")
-	run(t, "qemu-io", "-c", "write -P 0xaa 0 4M", img)
+	testbed.Run(t, "qemu-img", "create", "-q", "-f", "qcow2", img, "8M")
+	testbed.Run(t, "qemu-io", "-c", "write -P 0xaa 0 4M", img)
 	old := make([]byte, 8<<20)
 	copy(old, bytes.Repeat([]byte{0xaa}, 4<<20))
-	run(t, "qemu-img", "bitmap", "--add", "--enable", img, "b0")
-	run(t, "qemu-io", "-c", "write -P 0xcd 1M 64k", "-c", "write -z 3M 64k", "-c", "write -P 0xee 6M 128k", img)
+	testbed.Run(t, "qemu-img", "bitmap", "--add", "--enable", img, "b0")
+	testbed.Run(t, "qemu-io", "-c", "write -P 0xcd 1M 64k", "-c", "write -z 3M 64k", "-c", "write -P 0xee 6M 128k", img)
 	want := bytes.Clone(old)
 	copy(want[1<<20:], bytes.Repeat([]byte{0xcd}, 64<<10))
 	clear(want[3<<20 : 3<<20+64<<10])
@@ -178,10 +178,10 @@ func TestCopyPieces(t *testing.T) {
 // extents in order, covering it exactly, cut to the dirty ones when asked.
 func TestExtents(t *testing.T) {
 	img := filepath.Join(t.TempDir(), "big.qcow2")
-	run(t, "qemu-img", "create", "-q", "-f", "qcow2", img, "2500M")
-	run(t, "qemu-io", "-c", "write -P 0x11 1023M 2M", "-c", "write -z 2000M 1M", img) // across the first window's end
-	run(t, "qemu-img", "bitmap", "--add", "--enable", img, "b0")
-	run(t, "qemu-io", "-c", "write -P 0x22 1M 64k", "-c", "write -z 1023M 64k", "-c", "write -P 0x33 2047M 2M", img)
+	testbed.Run(t, "qemu-img", "create", "-q", "-f", "qcow2", img, "2500M")
+	testbed.Run(t, "qemu-io", "-c", "write -P 0x11 1023M 2M", "-c", "write -z 2000M 1M", img) // across the first window's end
+	testbed.Run(t, "qemu-img", "bitmap", "--add", "--enable", img, "b0")
+	testbed.Run(t, "qemu-io", "-c", "write -P 0x22 1M 64k", "-c", "write -z 1023M 64k", "-c", "write -P 0x33 2047M 2M", img)
 	s := qemuNBD(t, img, "-r", "-f", "qcow2", "-B", "b0")
 	c := dial(t, s.uri(), Options{MetaContexts: []string{ContextAllocation, "qemu:dirty-bitmap:b0"}})
 

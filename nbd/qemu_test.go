@@ -18,8 +18,8 @@ import (
 // it returns its path and its contents.
 func sparseImage(t *testing.T) (string, []byte) {
 	img := filepath.Join(t.TempDir(), "sparse.qcow2")
-	run(t, "qemu-img", "create", "-q", "-f", "qcow2", img, "64M")
-	run(t, "qemu-io", "-c", "write -P 0xab 1M 1M", "-c", "write -P 0xcd 10M 64k",
+	testbed.Run(t, "qemu-img", "create", "-q", "-f", "qcow2", img, "64M")
+	testbed.Run(t, "qemu-io", "-c", "write -P 0xab 1M 1M", "-c", "write -P 0xcd 10M 64k",
 		"-c", "write -z 20M 1M", "-c", "write -P 0x11 40M 3M", img)
 	want := make([]byte, 64<<20)
 	copy(want[1<<20:], bytes.Repeat([]byte{0xab}, 1<<20))
@@ -34,7 +34,7 @@ func qemuImgMap(t *testing.T, img string) []Extent {
 		Start, Length uint64
 		Zero, Data    bool
 	}
-	if err := json.Unmarshal([]byte(run(t, "qemu-img", "map", "--output=json", img)), &m); err != nil {
+	if err := json.Unmarshal([]byte(testbed.Run(t, "qemu-img", "map", "--output=json", img)), &m); err != nil {
 		t.Fatal(err)
 	}
 	var exts []Extent
@@ -95,9 +95,9 @@ func TestBlockStatusAllocation(t *testing.T) {
 
 func TestDirtyBitmap(t *testing.T) {
 	img := filepath.Join(t.TempDir(), "dirty.qcow2")
-	run(t, "qemu-img", "create", "-q", "-f", "qcow2", img, "16M")
-	run(t, "qemu-img", "bitmap", "--add", "--enable", img, "b0")
-	run(t, "qemu-io", "-c", "write -P 0xcd 1M 64k", img)
+	testbed.Run(t, "qemu-img", "create", "-q", "-f", "qcow2", img, "16M")
+	testbed.Run(t, "qemu-img", "bitmap", "--add", "--enable", img, "b0")
+	testbed.Run(t, "qemu-io", "-c", "write -P 0xcd 1M 64k", img)
 	s := qemuNBD(t, img, "-r", "-f", "qcow2", "-B", "b0")
 	names, err := ListMetaContexts(testCtx(t), s.uri(), Options{}, ContextDirtyBitmapBase)
 	if err != nil || !reflect.DeepEqual(names, []string{"qemu:dirty-bitmap:b0"}) {
@@ -116,7 +116,7 @@ func TestDirtyBitmap(t *testing.T) {
 
 func TestWrites(t *testing.T) {
 	img := filepath.Join(t.TempDir(), "w.raw")
-	run(t, "qemu-img", "create", "-q", "-f", "raw", img, "16M")
+	testbed.Run(t, "qemu-img", "create", "-q", "-f", "raw", img, "16M")
 	s := qemuNBD(t, img, "-f", "raw")
 	c := dial(t, s.uri(), Options{})
 	if f := c.Export().Flags; f.ReadOnly() || !f.CanFlush() || !f.CanTrim() || !f.CanWriteZeroes() {
@@ -223,10 +223,10 @@ func TestTCP(t *testing.T) {
 func TestAllocationDepth(t *testing.T) {
 	dir := t.TempDir()
 	base, top := filepath.Join(dir, "base.qcow2"), filepath.Join(dir, "top.qcow2")
-	run(t, "qemu-img", "create", "-q", "-f", "qcow2", base, "4M")
-	run(t, "qemu-io", "-c", "write -P 1 0 1M", base)
-	run(t, "qemu-img", "create", "-q", "-f", "qcow2", "-b", base, "-F", "qcow2", top)
-	run(t, "qemu-io", "-c", "write -P 2 2M 1M", top)
+	testbed.Run(t, "qemu-img", "create", "-q", "-f", "qcow2", base, "4M")
+	testbed.Run(t, "qemu-io", "-c", "write -P 1 0 1M", base)
+	testbed.Run(t, "qemu-img", "create", "-q", "-f", "qcow2", "-b", base, "-F", "qcow2", top)
+	testbed.Run(t, "qemu-io", "-c", "write -P 2 2M 1M", top)
 	s := qemuNBD(t, top, "-r", "-f", "qcow2", "-A")
 	c := dial(t, s.uri(), Options{MetaContexts: []string{ContextAllocationDepth}})
 	got, err := c.BlockStatus(testCtx(t), ContextAllocationDepth, 0, 4<<20)

@@ -103,15 +103,6 @@ func qemuNBD(t testing.TB, img string, args ...string) *server {
 }
 
 // run runs a command that must succeed and returns its output.
-func run(t testing.TB, bin string, args ...string) string {
-	t.Helper()
-	testbed.Need(t, bin)
-	out, err := exec.Command(bin, args...).CombinedOutput()
-	if err != nil {
-		t.Fatalf("%s %v: %v\n%s", bin, args, err, out)
-	}
-	return string(out)
-}
 
 func dial(t testing.TB, uri string, opts Options) *Conn {
 	t.Helper()

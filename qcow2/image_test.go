@@ -12,6 +12,8 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"vbackup/internal/testbed"
 )
 
 func needQemu(tb testing.TB) {
@@ -24,15 +26,6 @@ func needQemu(tb testing.TB) {
 			tb.Skipf("%s not installed", t)
 		}
 	}
-}
-
-func run(t *testing.T, name string, args ...string) string {
-	t.Helper()
-	out, err := exec.Command(name, args...).CombinedOutput()
-	if err != nil {
-		t.Fatalf("%s %s: %v\n%s", name, strings.Join(args, " "), err, out)
-	}
-	return string(out)
 }
 
 // pattern returns cluster data for index: a byte derived from the index.
@@ -54,12 +47,12 @@ type imageInfo struct {
 // checkImage runs qemu-img check and info and verifies the basic properties.
 func checkImage(t *testing.T, path string, size uint64, backing string) {
 	t.Helper()
-	out := run(t, "qemu-img", "check", path)
+	out := testbed.Run(t, "qemu-img", "check", path)
 	if !strings.Contains(out, "No errors were found") {
 		t.Fatalf("qemu-img check: %s", out)
 	}
 	var info imageInfo
-	if err := json.Unmarshal([]byte(run(t, "qemu-img", "info", "--output=json", path)), &info); err != nil {
+	if err := json.Unmarshal([]byte(testbed.Run(t, "qemu-img", "info", "--output=json", path)), &info); err != nil {
 		t.Fatal(err)
 	}
 	if info.VirtualSize != size {
@@ -79,7 +72,7 @@ func checkImage(t *testing.T, path string, size uint64, backing string) {
 // qemuRead checks with qemu-io that [off, off+n) of the image reads as b.
 func qemuRead(t *testing.T, path string, b byte, off, n uint64) {
 	t.Helper()
-	out := run(t, "qemu-io", "-r", "-f", "qcow2", "-c", fmt.Sprintf("read -P 0x%02x %d %d", b, off, n), path)
+	out := testbed.Run(t, "qemu-io", "-r", "-f", "qcow2", "-c", fmt.Sprintf("read -P 0x%02x %d %d", b, off, n), path)
 	if strings.Contains(out, "Pattern verification failed") || !strings.Contains(out, "read ") {
 		t.Fatalf("read -P 0x%02x %d %d: %s", b, off, n, out)
 	}
@@ -109,7 +102,7 @@ func compareRaw(t *testing.T, path string, size uint64, want map[uint64]byte) {
 		t.Fatal(err)
 	}
 	f.Close()
-	out := run(t, "qemu-img", "compare", "-f", "raw", "-F", "qcow2", raw, path)
+	out := testbed.Run(t, "qemu-img", "compare", "-f", "raw", "-F", "qcow2", raw, path)
 	if !strings.Contains(out, "Images are identical") {
 		t.Fatalf("qemu-img compare: %s", out)
 	}

@@ -7,6 +7,8 @@ import (
 	"slices"
 	"sync"
 	"testing"
+
+	"vbackup/internal/testbed"
 )
 
 func TestEmpty(t *testing.T) {
@@ -143,7 +145,7 @@ func TestZeroOverBacking(t *testing.T) {
 
 	// Full-content check through qemu-img convert.
 	raw := filepath.Join(dir, "over.raw")
-	run(t, "qemu-img", "convert", "-O", "raw", over, raw)
+	testbed.Run(t, "qemu-img", "convert", "-O", "raw", over, raw)
 	got, err := os.ReadFile(raw)
 	if err != nil {
 		t.Fatal(err)

@@ -510,3 +510,15 @@ func Need(t testing.TB, bins ...string) {
 		}
 	}
 }
+
+// Run runs a tool the test needs (see Need) and returns its output; a
+// failure fails t with the tool's output.
+func Run(t testing.TB, bin string, args ...string) string {
+	t.Helper()
+	Need(t, bin)
+	out, err := exec.Command(bin, args...).CombinedOutput()
+	if err != nil {
+		t.Fatalf("%s %s: %v\n%s", bin, strings.Join(args, " "), err, out)
+	}
+	return string(out)
+}
