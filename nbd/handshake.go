@@ -68,7 +68,7 @@ func negotiate(ctx context.Context, nc net.Conn, t Target, opts Options, body fu
 		nc.SetDeadline(d)
 	}
 	stop := context.AfterFunc(ctx, func() { nc.SetDeadline(longAgo) })
-	s := &session{nc: nc, r: bufio.NewReaderSize(nc, 256<<10)}
+	s := &session{nc: nc, r: bufio.NewReaderSize(nc, readBuffer)}
 	s.export.Name = t.Export
 	err := s.run(ctx, t, opts, body)
 	if !stop() && err == nil {
@@ -196,7 +196,7 @@ func (s *session) startTLS(ctx context.Context, cfg *tls.Config) error {
 		return fmt.Errorf("TLS handshake: %w", err)
 	}
 	s.nc = tc
-	s.r = bufio.NewReaderSize(tc, 256<<10)
+	s.r = bufio.NewReaderSize(tc, readBuffer)
 	return nil
 }
 
@@ -365,3 +365,9 @@ func (s *session) abort() {
 		s.reply(optAbort)
 	}
 }
+
+// readBuffer is the size of a connection's read buffer. A read's payload
+// larger than what is buffered goes straight from the socket into the
+// caller's buffer, so a small buffer copies little (at 256 KiB, copying
+// out of it took 5 % of a fetch's samples).
+const readBuffer = 4 << 10
