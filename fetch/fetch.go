@@ -32,7 +32,7 @@ type Disk struct {
 // Options qualify Run.
 type Options struct {
 	Connections int // NBD connections per disk (more only if the server allows multi-conn)
-	InFlight    int // requests in flight per disk
+	InFlight    int // requests in flight per disk; 0: perConnection for each connection opened
 	Request     int // bytes per request
 	Printer     progress.Printer
 	Now         func() time.Time
@@ -111,11 +111,6 @@ func Run(ctx context.Context, disks []Disk, opts Options) (Result, error) {
 func defaults(o Options) Options {
 	if o.Connections <= 0 {
 		o.Connections = 4
-	}
-	if o.InFlight <= 0 {
-		// Measured against nbdcopy (which keeps 64 in flight) on a 2 GiB
-		// raw fetch: 32 was 5-10 % faster than 16, and 64 no faster.
-		o.InFlight = 32
 	}
 	if o.Request <= 0 {
 		o.Request = 256 << 10 // larger requests leave the CPU cache between read and write (measured: slower)

@@ -2,6 +2,10 @@
 
 package fetch
 
-// startWriteBack leaves the write-back to the final fsync where
+// writeBehind leaves the write-back to the final fsync where
 // sync_file_range(2) does not exist.
-func startWriteBack(uintptr, int64, int) {}
+type writeBehind struct{}
+
+func newWriteBehind(uintptr) *writeBehind { return &writeBehind{} }
+
+func (*writeBehind) written(int64, int) {}
