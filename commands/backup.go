@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+	"sync"
 	"sync/atomic"
 
 	"github.com/urfave/cli/v3"
@@ -89,6 +90,8 @@ type backupRun struct {
 	started     bool             // the job started: its checkpoint exists
 	watching    atomic.Bool      // a push job's watcher handles Ctrl-C itself,
 	toWatcher   chan os.Signal   // passed on to it from here
+	commitMu    sync.Mutex       // orders committing with a Ctrl-C that ends the run
+	committing  bool             // the backup is being put in place: Ctrl-C no longer ends it
 }
 
 func runBackup(ctx context.Context, env *Env, opts backupOptions) error {
@@ -289,8 +292,16 @@ func (r *backupRun) interruptible(ctx context.Context) (context.Context, func())
 					r.env.Exit(ExitFailure)
 					return
 				}
-				fmt.Fprintf(r.env.Stderr, "\n%s: ending the backup; nothing of it will be kept (again to leave at once)\n", s)
-				cancel(fmt.Errorf("interrupted by %s", s))
+				r.commitMu.Lock()
+				if r.committing {
+					// Its copy and checksums are done: ending it now would
+					// throw away a good backup to save a second.
+					fmt.Fprintf(r.env.Stderr, "\n%s: the backup is complete and being put in place; it will be kept (again to leave at once)\n", s)
+				} else {
+					fmt.Fprintf(r.env.Stderr, "\n%s: ending the backup; nothing of it will be kept (again to leave at once)\n", s)
+					cancel(fmt.Errorf("interrupted by %s", s))
+				}
+				r.commitMu.Unlock()
 			}
 		}
 	}()

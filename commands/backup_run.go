@@ -127,6 +127,9 @@ func (r *backupRun) run(ctx context.Context) (*chain.Backup, error) {
 	if err != nil {
 		return nil, err
 	}
+	if err := r.beginCommit(ctx); err != nil {
+		return nil, err
+	}
 	b, err := r.pending.Commit(m)
 	if b == nil {
 		return nil, err
@@ -138,6 +141,18 @@ func (r *backupRun) run(ctx context.Context) (*chain.Backup, error) {
 	_ = r.dom.ClearBackupRecord(context.WithoutCancel(ctx))
 	r.pruneCheckpoints(context.WithoutCancel(ctx))
 	return b, nil
+}
+
+// beginCommit marks the run as committing, from when Ctrl-C no longer ends
+// it, unless a Ctrl-C has ended it already.
+func (r *backupRun) beginCommit(ctx context.Context) error {
+	r.commitMu.Lock()
+	defer r.commitMu.Unlock()
+	if err := context.Cause(ctx); err != nil {
+		return err
+	}
+	r.committing = true
+	return nil
 }
 
 // pruneCheckpoints deletes the checkpoints of this folder's earlier
