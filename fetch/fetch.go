@@ -63,6 +63,11 @@ const baseAllocation = "base:allocation"
 // complete; on failure no file it was writing is left behind.
 func Run(ctx context.Context, disks []Disk, opts Options) (Result, error) {
 	opts = defaults(opts)
+	unlock, err := lockFolders(disks)
+	if err != nil {
+		return Result{}, err
+	}
+	defer unlock()
 	for _, d := range disks {
 		if _, err := os.Lstat(d.Path); err == nil {
 			return Result{}, fmt.Errorf("%s exists already; vbackup never writes over a backup: move it away or fetch into another folder", d.Path)
@@ -95,7 +100,7 @@ func Run(ctx context.Context, disks []Disk, opts Options) (Result, error) {
 		res.Disks = append(res.Disks, j.result)
 		total += j.result.Copied
 	}
-	err := firstError(errs)
+	err = firstError(errs)
 	final := progress.Result{At: opts.Now(), Elapsed: opts.Now().Sub(start), Bytes: total, State: progress.JobCompleted, What: opts.What}
 	if err != nil {
 		final.State, final.Error = progress.JobFailed, err.Error()
@@ -202,7 +207,7 @@ func (j *diskJob) run(ctx context.Context) (err error) {
 	if err := dst.finish(); err != nil {
 		return fmt.Errorf("finishing %s: %w", partial, err)
 	}
-	if err := os.Rename(partial, j.disk.Path); err != nil {
+	if err := place(partial, j.disk.Path); err != nil {
 		return err
 	}
 	return syncDir(filepath.Dir(j.disk.Path))
