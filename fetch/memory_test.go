@@ -80,7 +80,7 @@ func layoutOnly(tb testing.TB, d hugeDisk, path string) int {
 // Planning and laying out a disk of any size, however fragmented, takes
 // memory for a few clusters (the L2 table being filled, the refcount
 // block being written, the header), not for each extent or cluster: the
-// bound that lets a fetch run in InFlight × Request plus a constant.
+// bound that lets a fetch run in Buffers × Request plus a constant.
 func TestPlanMemoryBound(t *testing.T) {
 	for _, d := range hugeDisks {
 		t.Run(d.name, func(t *testing.T) {

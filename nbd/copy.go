@@ -2,6 +2,7 @@ package nbd
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"iter"
@@ -18,8 +19,14 @@ type CopyOptions struct {
 	// as long as 256 KiB to copy 1 GiB into the page cache).
 	RequestSize int
 	// InFlight is how many reads are in flight at once, over all
-	// connections; 0 means 16. Each holds a buffer of RequestSize.
+	// connections; 0 means 16. A read in flight holds no buffer until
+	// its reply arrives.
 	InFlight int
+	// Buffers is how many buffers of RequestSize the copy holds at most:
+	// for replies being received and data being written. 0 means 32. A
+	// reply that finds none waits (and the server with it) until a write
+	// is done, so memory stays at Buffers × RequestSize whatever InFlight.
+	Buffers int
 	// Connections is how many connections Copy spreads the reads over, c
 	// included; 0 means 1. Copy opens the others (Clone) and closes them;
 	// it opens none when the export lacks NBD_FLAG_CAN_MULTI_CONN.
@@ -178,8 +185,14 @@ func CopyPieces(ctx context.Context, conns []*Conn, dst io.WriterAt, pieces iter
 		inFlight = 16
 	}
 
+	buffers := opts.Buffers
+	if buffers <= 0 {
+		buffers = 32
+	}
+
 	ctx, cancel := context.WithCancelCause(ctx)
 	defer cancel(nil)
+	pool := newBufferPool(ctx, buffers, int(reqSize))
 	jobs := make(chan Piece, inFlight)
 	var written atomic.Int64
 	var progressMu sync.Mutex
@@ -193,7 +206,7 @@ func CopyPieces(ctx context.Context, conns []*Conn, dst io.WriterAt, pieces iter
 	var wg sync.WaitGroup
 	for i := range inFlight {
 		wg.Go(func() {
-			w := copyWorker{conn: conns[i%len(conns)], dst: dst, buf: make([]byte, reqSize), opts: &opts, written: &written, done: done}
+			w := copyWorker{conn: conns[i%len(conns)], dst: dst, pool: pool, opts: &opts, written: &written, done: done}
 			for job := range jobs {
 				if err := w.do(ctx, job); err != nil {
 					cancel(err)
@@ -240,7 +253,7 @@ func feed(ctx context.Context, pieces iter.Seq2[Piece, error], reqSize uint64, c
 type copyWorker struct {
 	conn    *Conn
 	dst     io.WriterAt
-	buf     []byte
+	pool    *bufferPool
 	opts    *CopyOptions
 	written *atomic.Int64
 	done    func(n uint64)
@@ -253,11 +266,11 @@ func (w *copyWorker) do(ctx context.Context, job Piece) error {
 	if job.Zero {
 		return w.zero(job.To, job.Length)
 	}
-	p := w.buf[:job.Length]
-	holes, err := w.conn.ReadAtSparse(ctx, p, job.Offset)
+	p, holes, err := w.read(ctx, job)
 	if err != nil {
 		return err
 	}
+	defer w.pool.put(p)
 	if w.opts.DstNotZero {
 		holes = nil
 	}
@@ -277,6 +290,47 @@ func (w *copyWorker) do(ctx context.Context, job Piece) error {
 	return nil
 }
 
+// read reads a job's range into a buffer of the pool, which the caller
+// puts back, and returns the holes in it. The buffer is taken only when
+// the reply arrives.
+func (w *copyWorker) read(ctx context.Context, job Piece) ([]byte, []Extent, error) {
+	c := w.conn
+	if a := uint64(c.export.BlockSize.Min); (job.Offset|job.Length)%a != 0 {
+		// ReadAtSparse widens an unaligned read to the block size.
+		buf := w.pool.get()
+		if buf == nil {
+			return nil, nil, context.Cause(ctx)
+		}
+		holes, err := c.ReadAtSparse(ctx, buf[:job.Length], job.Offset)
+		if err != nil {
+			w.pool.put(buf)
+			return nil, nil, err
+		}
+		return buf[:job.Length], holes, nil
+	}
+	if err := c.check("read", job.Offset, job.Length, false); err != nil {
+		return nil, nil, err
+	}
+	req := &request{cmd: cmdRead, off: job.Offset, length: uint32(job.Length), wantHoles: true, alloc: func() []byte {
+		if b := w.pool.get(); b != nil {
+			return b[:job.Length]
+		}
+		return nil
+	}}
+	if err := c.submit(ctx, req, nil); err != nil {
+		return nil, nil, c.opErr("read", job.Offset, job.Length, err)
+	}
+	err := c.wait(ctx, req)
+	req.mu.Lock() // after abandon, the reader no longer takes a buffer
+	buf := req.buf
+	req.mu.Unlock()
+	if err != nil {
+		w.pool.put(buf)
+		return nil, nil, c.opErr("read", job.Offset, job.Length, err)
+	}
+	return buf, mergeExtents(req.holes), nil
+}
+
 func (w *copyWorker) zero(off, n uint64) error {
 	if z, ok := w.dst.(ZeroerAt); ok {
 		if err := z.ZeroAt(int64(off), int64(n)); err != nil {
@@ -286,10 +340,15 @@ func (w *copyWorker) zero(off, n uint64) error {
 		w.done(n)
 		return nil
 	}
-	clear(w.buf)
+	buf := w.pool.get()
+	if buf == nil {
+		return nil // the copy is ending
+	}
+	defer w.pool.put(buf)
+	clear(buf)
 	for o := off; o < off+n; {
-		l := min(uint64(len(w.buf)), off+n-o)
-		if _, err := w.dst.WriteAt(w.buf[:l], int64(o)); err != nil {
+		l := min(uint64(len(buf)), off+n-o)
+		if _, err := w.dst.WriteAt(buf[:l], int64(o)); err != nil {
 			return fmt.Errorf("nbd: copy of export %q: writing zeroes at offset %d: %w", w.conn.export.Name, o, err)
 		}
 		w.written.Add(int64(l))
@@ -297,4 +356,41 @@ func (w *copyWorker) zero(off, n uint64) error {
 	}
 	w.done(n)
 	return nil
+}
+
+// errNoBuffer ends a read whose reply came as the copy was ending.
+var errNoBuffer = errors.New("nbd: the copy ended before the read's data arrived")
+
+// bufferPool holds at most n buffers of one size, made as first needed.
+type bufferPool struct {
+	ctx  context.Context
+	free chan []byte // buffers, and nil for those not made yet
+	size int
+}
+
+func newBufferPool(ctx context.Context, n, size int) *bufferPool {
+	p := &bufferPool{ctx: ctx, free: make(chan []byte, n), size: size}
+	for range n {
+		p.free <- nil
+	}
+	return p
+}
+
+// get waits for a buffer; nil when ctx ends first.
+func (p *bufferPool) get() []byte {
+	select {
+	case b := <-p.free:
+		if b == nil {
+			b = make([]byte, p.size)
+		}
+		return b
+	case <-p.ctx.Done():
+		return nil
+	}
+}
+
+func (p *bufferPool) put(b []byte) {
+	if b != nil {
+		p.free <- b[:cap(b)]
+	}
 }

@@ -2,6 +2,7 @@ package nbd
 
 import (
 	"bytes"
+	"context"
 	"errors"
 	"io"
 	"iter"
@@ -11,6 +12,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -275,4 +277,79 @@ func BenchmarkCopyVsNbdcopy(b *testing.B) {
 	if !bytes.Equal(got, buf) {
 		t.Error("copy differs from the image")
 	}
+}
+
+// bufferDst records the distinct buffers the copy writes from.
+type bufferDst struct {
+	memDst
+	mu   sync.Mutex
+	seen map[*byte]bool
+}
+
+func (d *bufferDst) WriteAt(p []byte, off int64) (int, error) {
+	d.mu.Lock()
+	d.seen[&p[:1][0]] = true
+	d.mu.Unlock()
+	time.Sleep(200 * time.Microsecond) // a slow disk: replies pile up
+	return d.memDst.WriteAt(p, off)
+}
+
+// Reads in flight hold no memory: a copy with 256 of them over 4
+// connections writes from no more than its Buffers buffers, and the data
+// is right.
+func TestCopyBuffersBoundMemory(t *testing.T) {
+	s := nbdkit(t, "pattern", "size=64M")
+	c := dial(t, s.uri(), Options{})
+	d := &bufferDst{memDst: memDst{b: make([]byte, 64<<20)}, seen: map[*byte]bool{}}
+	n, err := Copy(testCtx(t), c, d, CopyOptions{Connections: 4, InFlight: 256, Buffers: 6, RequestSize: 64 << 10})
+	if err != nil || n != 64<<20 || !bytes.Equal(d.b, patternAt(0, 64<<20)) {
+		t.Fatalf("Copy: %d bytes, %v; data right: %v", n, err, bytes.Equal(d.b, patternAt(0, 64<<20)))
+	}
+	if len(d.seen) > 6 {
+		t.Errorf("the copy wrote from %d buffers; want at most 6", len(d.seen))
+	}
+}
+
+// A copy cancelled while replies wait for a buffer ends, and its
+// connections close, without waiting for the rest of the export.
+func TestCopyCancelledWithRepliesWaiting(t *testing.T) {
+	s := nbdkit(t, "pattern", "size=256M")
+	c := dial(t, s.uri(), Options{})
+	ctx, cancel := context.WithCancel(testCtx(t))
+	d := &cancellingDst{memDst: memDst{b: make([]byte, 256<<20)}, after: 8, cancel: cancel}
+	start := time.Now()
+	_, err := Copy(ctx, c, d, CopyOptions{Connections: 2, InFlight: 128, Buffers: 2, RequestSize: 64 << 10})
+	if !errors.Is(err, context.Canceled) {
+		t.Errorf("cancelled copy: %v; want context.Canceled", err)
+	}
+	closed := make(chan error)
+	go func() { closed <- c.Close() }()
+	select {
+	case <-closed:
+	case <-time.After(10 * time.Second):
+		t.Fatal("Close hung after a cancelled copy")
+	}
+	if el := time.Since(start); el > 10*time.Second {
+		t.Errorf("the cancelled copy took %s", el)
+	}
+}
+
+// cancellingDst cancels the copy at its after'th write, then writes slowly.
+type cancellingDst struct {
+	memDst
+	mu     sync.Mutex
+	n      int
+	after  int
+	cancel func()
+}
+
+func (d *cancellingDst) WriteAt(p []byte, off int64) (int, error) {
+	d.mu.Lock()
+	d.n++
+	if d.n == d.after {
+		d.cancel()
+	}
+	d.mu.Unlock()
+	time.Sleep(time.Millisecond)
+	return d.memDst.WriteAt(p, off)
 }

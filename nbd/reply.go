@@ -18,6 +18,10 @@ type request struct {
 	off    uint64
 	length uint32
 	buf    []byte // where a read's data goes; len(buf) == length
+	// alloc, when set and buf is nil, gives a read its buffer once its
+	// reply's first data or hole arrives, so that a request in flight
+	// holds no memory; nil from it drops the request (the copy is ending).
+	alloc func() []byte
 
 	mu        sync.Mutex // held while buf is written, so that abandon stops it
 	abandoned bool
@@ -29,6 +33,25 @@ type request struct {
 	wantHoles bool
 	holes     []Extent
 	extents   map[uint32][]Extent // block status, by context ID
+}
+
+// writable readies req.buf for the reply's data, taking it from alloc if
+// need be; false means the data is to be dropped. Call with req.mu held,
+// from the reader goroutine.
+func (req *request) writable() bool {
+	if req.abandoned {
+		return false
+	}
+	if req.buf == nil && req.alloc != nil {
+		if req.buf = req.alloc(); req.buf == nil {
+			req.abandoned = true
+			if req.err == nil {
+				req.err = errNoBuffer
+			}
+			return false
+		}
+	}
+	return true
 }
 
 func (req *request) abandon() {
@@ -102,7 +125,7 @@ func (p *replyParser) simple() error {
 	case req.cmd == cmdRead && p.structured:
 		return protocolErrorf("simple reply to a read after structured replies were negotiated")
 	case req.cmd == cmdRead:
-		if err := p.readData(req, 0, len(req.buf)); err != nil {
+		if err := p.readData(req, 0, int(req.length)); err != nil {
 			return err
 		}
 	case req.cmd == cmdBlockStatus:
@@ -117,7 +140,7 @@ func (p *replyParser) simple() error {
 func (p *replyParser) readData(req *request, i, n int) error {
 	req.mu.Lock()
 	defer req.mu.Unlock()
-	if req.abandoned {
+	if !req.writable() {
 		_, err := p.r.Discard(n)
 		return err
 	}
@@ -193,7 +216,7 @@ func (p *replyParser) content(req *request, typ uint16, length uint32) error {
 		return p.readData(req, int(i), int(n))
 	}
 	req.mu.Lock()
-	if !req.abandoned {
+	if req.writable() {
 		clear(req.buf[i : i+n])
 	}
 	req.mu.Unlock()
