@@ -280,7 +280,7 @@ func (r *backupRun) pull(ctx context.Context) (map[string]uint64, error) {
 		}
 		disks = append(disks, fd)
 	}
-	res, err := exportfetch.Run(ctx, disks, exportfetch.Options{Connections: 4, Printer: newPrinter(r.env, r.opts.JSON, r.opts.Quiet), Now: r.env.Now})
+	res, err := exportfetch.Run(ctx, disks, exportfetch.Options{Connections: 4, KeepCache: true, Printer: newPrinter(r.env, r.opts.JSON, r.opts.Quiet), Now: r.env.Now})
 	if err != nil {
 		return nil, fmt.Errorf("reading the exports: %w", err)
 	}

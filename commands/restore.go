@@ -135,7 +135,7 @@ func runRestore(ctx context.Context, env *Env, opts restoreOptions) error {
 	if !opts.Quiet {
 		fmt.Fprintf(out, "Restoring backup %s (%s, %s) into %s\n", b.Name(), b.Time.Local().Format("2006-01-02 15:04:05"), b.Level, opts.To)
 	}
-	if _, err := exportfetch.Run(ctx, disks, exportfetch.Options{Printer: newPrinter(env, opts.JSON, opts.Quiet), Now: env.Now, What: "restore"}); err != nil {
+	if _, err := exportfetch.Run(ctx, disks, exportfetch.Options{Printer: newPrinter(env, opts.JSON, opts.Quiet), Now: env.Now, What: "restore", KeepCache: true}); err != nil {
 		// A disk that was complete is not checked yet: none is kept.
 		for _, d := range disks {
 			os.Remove(d.Path)

@@ -37,6 +37,11 @@ type Options struct {
 	Printer     progress.Printer
 	Now         func() time.Time
 	Every       time.Duration // between progress samples
+	// KeepCache leaves the files in the page cache, for a caller that
+	// reads them back at once (a checksum pass): without it, each write
+	// leaves the page cache as the copy goes, so that a fetch does not
+	// flood it with a disk that is not read again.
+	KeepCache bool
 	// What is copied, for the progress output: "" for a pull backup's
 	// exports, "restore" for a restore from a backup chain.
 	What string
@@ -191,7 +196,7 @@ func (j *diskJob) run(ctx context.Context) (err error) {
 			return err
 		}
 	}
-	dst, err := createTarget(partial, j.disk.Format, j.disk.Backing, size)
+	dst, err := createTarget(partial, j.disk.Format, j.disk.Backing, size, !j.opts.KeepCache)
 	if err != nil {
 		return err
 	}

@@ -59,7 +59,7 @@ func (d hugeDisk) extents(yield func(nbd.Extent, error) bool) {
 // layoutOnly plans d and lays it out in a qcow2 image, as a fetch does,
 // copying nothing, and returns the pieces the copy would have been given.
 func layoutOnly(tb testing.TB, d hugeDisk, path string) int {
-	dst, err := newQcow2Target(path, "", d.size)
+	dst, err := newQcow2Target(path, "", d.size, true)
 	if err != nil {
 		tb.Fatal(err)
 	}

@@ -25,15 +25,17 @@ type target interface {
 	abort()
 }
 
-func createTarget(path, format, backing string, size uint64) (target, error) {
+// createTarget makes the file a fetch writes. With evict, its writes leave
+// the page cache as the copy goes (writeBehind).
+func createTarget(path, format, backing string, size uint64, evict bool) (target, error) {
 	switch format {
 	case "raw":
 		if backing != "" {
 			return nil, fmt.Errorf("a raw file cannot have a backing file; use --format qcow2")
 		}
-		return newRawTarget(path, size)
+		return newRawTarget(path, size, evict)
 	case "qcow2":
-		return newQcow2Target(path, backing, size)
+		return newQcow2Target(path, backing, size, evict)
 	}
 	return nil, fmt.Errorf("unknown format %q: use raw or qcow2", format)
 }
@@ -49,12 +51,12 @@ type rawTarget struct {
 	wb   *writeBehind
 }
 
-func newRawTarget(path string, size uint64) (target, error) {
+func newRawTarget(path string, size uint64, evict bool) (target, error) {
 	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE|os.O_EXCL, 0o600)
 	if err != nil {
 		return nil, err
 	}
-	return &rawTarget{File: f, size: size, gate: newWriteGate(), wb: newWriteBehind(f.Fd())}, nil
+	return &rawTarget{File: f, size: size, gate: newWriteGate(), wb: newWriteBehind(f.Fd(), evict)}, nil
 }
 
 func (t *rawTarget) fit(p plan) plan { return p }
@@ -99,7 +101,7 @@ type qcow2Target struct {
 	wb   *writeBehind
 }
 
-func newQcow2Target(path, backing string, size uint64) (target, error) {
+func newQcow2Target(path, backing string, size uint64, evict bool) (target, error) {
 	var opts qcow2.Options
 	if backing != "" {
 		// QEMU reads a relative backing name from the image's folder.
@@ -116,7 +118,7 @@ func newQcow2Target(path, backing string, size uint64) (target, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &qcow2Target{Writer: w, size: size, gate: newWriteGate(), wb: newWriteBehind(w.Fd())}, nil
+	return &qcow2Target{Writer: w, size: size, gate: newWriteGate(), wb: newWriteBehind(w.Fd(), evict)}, nil
 }
 
 func (t *qcow2Target) fit(p plan) plan { return clusterAligned(p, t.size) }

@@ -25,12 +25,19 @@ type writtenRange struct {
 // writeBehind keeps a file's recent writes until they are evicted.
 type writeBehind struct {
 	fd     int
+	evict  bool
 	mu     sync.Mutex
 	recent []writtenRange // oldest first
 }
 
-func newWriteBehind(fd uintptr) *writeBehind {
-	return &writeBehind{fd: int(fd), recent: make([]writtenRange, 0, 2*evictAfter)}
+// newWriteBehind starts the write-back of each write at once and, with
+// evict, drops it from the page cache evictAfter writes later.
+func newWriteBehind(fd uintptr, evict bool) *writeBehind {
+	w := &writeBehind{fd: int(fd), evict: evict}
+	if evict {
+		w.recent = make([]writtenRange, 0, 2*evictAfter)
+	}
+	return w
 }
 
 // written starts the write-back of a range just written and evicts the
@@ -39,6 +46,9 @@ func newWriteBehind(fd uintptr) *writeBehind {
 // there.
 func (w *writeBehind) written(off int64, n int) {
 	_ = unix.SyncFileRange(w.fd, off, int64(n), unix.SYNC_FILE_RANGE_WRITE)
+	if !w.evict {
+		return
+	}
 	w.mu.Lock()
 	if len(w.recent) == cap(w.recent) {
 		w.recent = append(w.recent[:0], w.recent[len(w.recent)-evictAfter:]...)

@@ -6,6 +6,6 @@ package fetch
 // sync_file_range(2) does not exist.
 type writeBehind struct{}
 
-func newWriteBehind(uintptr) *writeBehind { return &writeBehind{} }
+func newWriteBehind(uintptr, bool) *writeBehind { return &writeBehind{} }
 
 func (*writeBehind) written(int64, int) {}
