@@ -507,6 +507,10 @@ func (r *backupRun) fail(cause error) error {
 			}
 		}
 	}
+	if st, err := r.dom.State(ctx); err == nil && !st.Active {
+		// QEMU died with its socket in place: nothing serves it now.
+		_ = os.Remove(filepath.Join(socketBase(r.env), r.dom.Name(), "nbd.sock"))
+	}
 	removeSocketDir(r.env, r.dom.Name())
 	if r.pending != nil {
 		if err := r.pending.Abort(); err != nil {
