@@ -22,10 +22,13 @@ type CopyOptions struct {
 	// connections; 0 means 16. A read in flight holds no buffer until
 	// its reply arrives.
 	InFlight int
-	// Buffers is how many buffers of RequestSize the copy holds at most:
-	// for replies being received and data being written. 0 means 32. A
-	// reply that finds none waits (and the server with it) until a write
-	// is done, so memory stays at Buffers × RequestSize whatever InFlight.
+	// Buffers is how many buffers of RequestSize the copy keeps, for
+	// replies being received and data being written; 0 means 32. A reply
+	// that finds none waits (and the server with it) until a write is
+	// done, so memory stays at about Buffers × RequestSize whatever
+	// InFlight: more only while a server interleaves the chunks of
+	// several replies (the reader then cannot wait) or for reads not
+	// aligned to the block size.
 	Buffers int
 	// Connections is how many connections Copy spreads the reads over, c
 	// included; 0 means 1. Copy opens the others (Clone) and closes them;
@@ -296,23 +299,21 @@ func (w *copyWorker) do(ctx context.Context, job Piece) error {
 func (w *copyWorker) read(ctx context.Context, job Piece) ([]byte, []Extent, error) {
 	c := w.conn
 	if a := uint64(c.export.BlockSize.Min); (job.Offset|job.Length)%a != 0 {
-		// ReadAtSparse widens an unaligned read to the block size.
-		buf := w.pool.get()
-		if buf == nil {
-			return nil, nil, context.Cause(ctx)
-		}
-		holes, err := c.ReadAtSparse(ctx, buf[:job.Length], job.Offset)
+		// ReadAtSparse widens an unaligned read to the block size (rare:
+		// only at the edges of extents that are not aligned). Its buffer
+		// is not the pool's, which it would hold while it waits.
+		buf := make([]byte, job.Length)
+		holes, err := c.ReadAtSparse(ctx, buf, job.Offset)
 		if err != nil {
-			w.pool.put(buf)
 			return nil, nil, err
 		}
-		return buf[:job.Length], holes, nil
+		return buf, holes, nil
 	}
 	if err := c.check("read", job.Offset, job.Length, false); err != nil {
 		return nil, nil, err
 	}
-	req := &request{cmd: cmdRead, off: job.Offset, length: uint32(job.Length), wantHoles: true, alloc: func() []byte {
-		if b := w.pool.get(); b != nil {
+	req := &request{cmd: cmdRead, off: job.Offset, length: uint32(job.Length), wantHoles: true, alloc: func(wait bool) []byte {
+		if b := w.pool.get(wait); b != nil {
 			return b[:job.Length]
 		}
 		return nil
@@ -340,7 +341,7 @@ func (w *copyWorker) zero(off, n uint64) error {
 		w.done(n)
 		return nil
 	}
-	buf := w.pool.get()
+	buf := w.pool.get(true)
 	if buf == nil {
 		return nil // the copy is ending
 	}
@@ -361,7 +362,9 @@ func (w *copyWorker) zero(off, n uint64) error {
 // errNoBuffer ends a read whose reply came as the copy was ending.
 var errNoBuffer = errors.New("nbd: the copy ended before the read's data arrived")
 
-// bufferPool holds at most n buffers of one size, made as first needed.
+// bufferPool keeps n buffers of one size, made as first needed. A reader
+// that must not wait gets a new one when none is free; the pool keeps no
+// more than n of those put back.
 type bufferPool struct {
 	ctx  context.Context
 	free chan []byte // buffers, and nil for those not made yet
@@ -376,21 +379,36 @@ func newBufferPool(ctx context.Context, n, size int) *bufferPool {
 	return p
 }
 
-// get waits for a buffer; nil when ctx ends first.
-func (p *bufferPool) get() []byte {
-	select {
-	case b := <-p.free:
-		if b == nil {
-			b = make([]byte, p.size)
+// get returns a buffer: with wait, it waits for one to be free (nil when
+// ctx ends first); without, it makes one when none is free.
+func (p *bufferPool) get(wait bool) []byte {
+	var b []byte
+	if wait {
+		select {
+		case b = <-p.free:
+		case <-p.ctx.Done():
+			return nil
 		}
-		return b
-	case <-p.ctx.Done():
-		return nil
+	} else {
+		select {
+		case b = <-p.free:
+		case <-p.ctx.Done():
+			return nil
+		default:
+		}
 	}
+	if b == nil {
+		b = make([]byte, p.size)
+	}
+	return b
 }
 
 func (p *bufferPool) put(b []byte) {
-	if b != nil {
-		p.free <- b[:cap(b)]
+	if b == nil {
+		return
+	}
+	select {
+	case p.free <- b[:cap(b)]:
+	default: // one made for a reader that could not wait
 	}
 }

@@ -353,3 +353,42 @@ func (d *cancellingDst) WriteAt(p []byte, off int64) (int, error) {
 	time.Sleep(time.Millisecond)
 	return d.memDst.WriteAt(p, off)
 }
+
+// A server may interleave the chunks of its replies (QEMU takes its send
+// lock per chunk). Here each of 4 reads gets half its reply, as a hole,
+// before any gets the rest, with 2 buffers for the copy: the reader must
+// not wait for a buffer that only a reply it has yet to finish would free.
+func TestCopyInterleavedReplies(t *testing.T) {
+	const req = 64 << 10
+	var mu sync.Mutex
+	var n int
+	halfSent := make(chan struct{})
+	f := &fakeServer{size: 4 * req, structured: true}
+	f.handle = func(w io.Writer, r fakeRequest) {
+		half := r.length / 2
+		mu.Lock()
+		w.Write(holeChunk(r.cookie, false, r.off, half))
+		if n++; n == 4 {
+			close(halfSent)
+		}
+		mu.Unlock()
+		<-halfSent
+		mu.Lock()
+		w.Write(dataChunk(r.cookie, true, r.off+uint64(half), patternAt(r.off+uint64(half), int(half))))
+		mu.Unlock()
+	}
+	c := dial(t, f.start(t), Options{})
+	ctx, cancel := context.WithTimeout(testCtx(t), 10*time.Second)
+	defer cancel()
+	d := &memDst{b: make([]byte, 4*req)}
+	if _, err := Copy(ctx, c, d, CopyOptions{InFlight: 4, Buffers: 2, RequestSize: req}); err != nil {
+		t.Fatalf("Copy from a server that interleaves replies: %v", err)
+	}
+	for i := range 4 {
+		off := uint64(i * req)
+		want := append(make([]byte, req/2), patternAt(off+req/2, req/2)...)
+		if !bytes.Equal(d.b[off:off+req], want) {
+			t.Errorf("read %d is wrong", i)
+		}
+	}
+}

@@ -20,8 +20,11 @@ type request struct {
 	buf    []byte // where a read's data goes; len(buf) == length
 	// alloc, when set and buf is nil, gives a read its buffer once its
 	// reply's first data or hole arrives, so that a request in flight
-	// holds no memory; nil from it drops the request (the copy is ending).
-	alloc func() []byte
+	// holds no memory. With wait it may wait for a buffer to be free;
+	// without, it must not (it makes one). nil from it drops the request
+	// (the copy is ending).
+	alloc  func(wait bool) []byte
+	pooled bool // buf came from alloc; the reader counts it until done
 
 	mu        sync.Mutex // held while buf is written, so that abandon stops it
 	abandoned bool
@@ -36,22 +39,34 @@ type request struct {
 }
 
 // writable readies req.buf for the reply's data, taking it from alloc if
-// need be; false means the data is to be dropped. Call with req.mu held,
-// from the reader goroutine.
-func (req *request) writable() bool {
+// need be; false means the data is to be dropped. Call with req.mu held.
+// The reader waits for a buffer only while no other reply holds one half
+// filled: a server may interleave the chunks of its replies, and the one
+// that would free a buffer may be one this reader has yet to finish.
+func (p *replyParser) writable(req *request) bool {
 	if req.abandoned {
 		return false
 	}
 	if req.buf == nil && req.alloc != nil {
-		if req.buf = req.alloc(); req.buf == nil {
+		if req.buf = req.alloc(p.partial == 0); req.buf == nil {
 			req.abandoned = true
 			if req.err == nil {
 				req.err = errNoBuffer
 			}
 			return false
 		}
+		req.pooled = true
+		p.partial++
 	}
 	return true
+}
+
+// complete hands req back to its waiter.
+func (p *replyParser) complete(req *request) {
+	if req.pooled {
+		p.partial--
+	}
+	p.finish(req)
 }
 
 func (req *request) abandon() {
@@ -80,6 +95,7 @@ type replyParser struct {
 	lookup     func(cookie uint64) *request
 	finish     func(*request)
 	shutdown   func() // the server said ESHUTDOWN; may be nil
+	partial    int    // replies being received into a buffer from alloc
 	b          [20]byte
 }
 
@@ -131,7 +147,7 @@ func (p *replyParser) simple() error {
 	case req.cmd == cmdBlockStatus:
 		return protocolErrorf("simple reply to block status")
 	}
-	p.finish(req)
+	p.complete(req)
 	return nil
 }
 
@@ -140,7 +156,7 @@ func (p *replyParser) simple() error {
 func (p *replyParser) readData(req *request, i, n int) error {
 	req.mu.Lock()
 	defer req.mu.Unlock()
-	if !req.writable() {
+	if !p.writable(req) {
 		_, err := p.r.Discard(n)
 		return err
 	}
@@ -216,7 +232,7 @@ func (p *replyParser) content(req *request, typ uint16, length uint32) error {
 		return p.readData(req, int(i), int(n))
 	}
 	req.mu.Lock()
-	if req.writable() {
+	if p.writable(req) {
 		clear(req.buf[i : i+n])
 	}
 	req.mu.Unlock()
@@ -325,7 +341,7 @@ func (p *replyParser) done(req *request) {
 			}
 		}
 	}
-	p.finish(req)
+	p.complete(req)
 }
 
 // rangeSet is a set of disjoint byte ranges [start, end), kept sorted and
