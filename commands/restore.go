@@ -136,10 +136,7 @@ func runRestore(ctx context.Context, env *Env, opts restoreOptions) error {
 		fmt.Fprintf(out, "Restoring backup %s (%s, %s) into %s\n", b.Name(), b.Time.Local().Format("2006-01-02 15:04:05"), b.Level, opts.To)
 	}
 	if _, err := exportfetch.Run(ctx, disks, exportfetch.Options{Printer: newPrinter(env, opts.JSON, opts.Quiet), Now: env.Now, What: "restore", KeepCache: true}); err != nil {
-		// A disk that was complete is not checked yet: none is kept.
-		for _, d := range disks {
-			os.Remove(d.Path)
-		}
+		// Run removed what it wrote; what is there now is not ours.
 		return fmt.Errorf("restoring backup %s: %w; no image was kept", b.Name(), err)
 	}
 	for _, s := range servers {

@@ -65,7 +65,9 @@ type DiskResult struct {
 const baseAllocation = "base:allocation"
 
 // Run fetches every disk, concurrently, and returns only when all are
-// complete; on failure no file it was writing is left behind.
+// complete. On failure it leaves no file behind: neither what it was
+// writing nor the files of disks that were complete, so that it can be
+// run again as it was.
 func Run(ctx context.Context, disks []Disk, opts Options) (Result, error) {
 	opts = defaults(opts)
 	unlock, err := lockFolders(disks)
@@ -106,6 +108,13 @@ func Run(ctx context.Context, disks []Disk, opts Options) (Result, error) {
 		total += j.result.Copied
 	}
 	err = firstError(errs)
+	if err != nil {
+		for _, j := range jobs {
+			if j.placed {
+				os.Remove(j.disk.Path) // the folder is locked: it is ours
+			}
+		}
+	}
 	final := progress.Result{At: opts.Now(), Elapsed: opts.Now().Sub(start), Bytes: total, State: progress.JobCompleted, What: opts.What}
 	if err != nil {
 		final.State, final.Error = progress.JobFailed, err.Error()
@@ -158,6 +167,7 @@ type diskJob struct {
 	disk   Disk
 	opts   Options
 	result DiskResult
+	placed bool // its file is complete under its final name
 
 	total atomic.Uint64 // bytes to copy, once the map is known
 	done  atomic.Uint64
@@ -215,6 +225,7 @@ func (j *diskJob) run(ctx context.Context) (err error) {
 	if err := place(partial, j.disk.Path); err != nil {
 		return err
 	}
+	j.placed = true
 	return syncDir(filepath.Dir(j.disk.Path))
 }
 

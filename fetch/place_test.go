@@ -73,3 +73,28 @@ func TestPlaceNeverReplaces(t *testing.T) {
 		t.Errorf("checkedRename to a free name: %v", err)
 	}
 }
+
+// A fetch of two disks, one of which fails, keeps neither file: run again,
+// it starts from the same folder. A file that was there before is kept.
+func TestFetchFailureKeepsNoCompleteDisk(t *testing.T) {
+	testbed.Need(t, "nbdkit")
+	good, _ := serve(t, "vda", "nbdkit", "-f", "--exit-with-parent", "-U", "SOCK", "pattern", "size=1M")
+	bad, _ := serve(t, "vdb", "nbdkit", "-f", "--exit-with-parent", "-U", "SOCK", "--filter=delay", "--filter=error", "pattern", "size=64M",
+		"error-pread=EIO", "error-pread-rate=1", "delay-read=1")
+	dir := t.TempDir()
+	other := filepath.Join(dir, "vdc.raw")
+	if err := os.WriteFile(other, []byte("the user's"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	_, err := Run(context.Background(), []Disk{
+		{Name: "vda", URI: good, Path: filepath.Join(dir, "vda.raw"), Format: "raw"},
+		{Name: "vdb", URI: bad, Path: filepath.Join(dir, "vdb.raw"), Format: "raw"},
+	}, Options{})
+	if err == nil || !strings.Contains(err.Error(), "EIO") {
+		t.Fatalf("fetch with a failing disk: %v; want EIO", err)
+	}
+	entries, _ := os.ReadDir(dir)
+	if len(entries) != 1 || entries[0].Name() != "vdc.raw" {
+		t.Errorf("after the failed fetch the folder holds %v; want only vdc.raw", entries)
+	}
+}

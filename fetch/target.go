@@ -77,6 +77,10 @@ func (t *rawTarget) layout(p plan) iter.Seq2[nbd.Piece, error] {
 }
 
 func (t *rawTarget) finish() error {
+	if err := t.wb.failed(); err != nil {
+		t.Close()
+		return err
+	}
 	if err := t.Truncate(int64(t.size)); err != nil {
 		t.Close()
 		return err
@@ -157,7 +161,13 @@ func (t *qcow2Target) layout(p plan) iter.Seq2[nbd.Piece, error] {
 	}
 }
 
-func (t *qcow2Target) finish() error { return t.Close() }
+func (t *qcow2Target) finish() error {
+	if err := t.wb.failed(); err != nil {
+		t.Abort()
+		return err
+	}
+	return t.Close()
+}
 
 func (t *qcow2Target) abort() { t.Abort() }
 
@@ -182,7 +192,7 @@ func (t *rawTarget) WriteAt(p []byte, off int64) (int, error) {
 	n, err := t.File.WriteAt(p, off)
 	t.gate.leave()
 	if err == nil {
-		t.wb.written(off, n)
+		err = t.wb.written(off, n)
 	}
 	return n, err
 }
@@ -193,7 +203,7 @@ func (t *qcow2Target) WriteAt(p []byte, off int64) (int, error) {
 	n, err := t.Writer.WriteAt(p, off)
 	t.gate.leave()
 	if err == nil {
-		t.wb.written(off, n)
+		err = t.wb.written(off, n)
 	}
 	return n, err
 }

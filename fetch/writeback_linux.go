@@ -1,6 +1,7 @@
 package fetch
 
 import (
+	"fmt"
 	"sync"
 
 	"golang.org/x/sys/unix"
@@ -28,6 +29,7 @@ type writeBehind struct {
 	evict  bool
 	mu     sync.Mutex
 	recent []writtenRange // oldest first
+	err    error          // the first write-back that failed
 }
 
 // newWriteBehind starts the write-back of each write at once and, with
@@ -41,13 +43,14 @@ func newWriteBehind(fd uintptr, evict bool) *writeBehind {
 }
 
 // written starts the write-back of a range just written and evicts the
-// oldest one when more than evictAfter are kept. Errors are left to the
-// fsync that completes the file: the kernel reports a failed write-back
-// there.
-func (w *writeBehind) written(off int64, n int) {
+// oldest one when more than evictAfter are kept. It returns the first
+// write-back that failed, then and ever after: waiting for a range
+// reports its error once, and the fsync that completes the file would
+// not see it again.
+func (w *writeBehind) written(off int64, n int) error {
 	_ = unix.SyncFileRange(w.fd, off, int64(n), unix.SYNC_FILE_RANGE_WRITE)
 	if !w.evict {
-		return
+		return nil
 	}
 	w.mu.Lock()
 	if len(w.recent) == cap(w.recent) {
@@ -60,7 +63,21 @@ func (w *writeBehind) written(off int64, n int) {
 	}
 	w.mu.Unlock()
 	if old.n > 0 {
-		_ = unix.SyncFileRange(w.fd, old.off, int64(old.n), unix.SYNC_FILE_RANGE_WAIT_BEFORE|unix.SYNC_FILE_RANGE_WRITE|unix.SYNC_FILE_RANGE_WAIT_AFTER)
+		if err := unix.SyncFileRange(w.fd, old.off, int64(old.n), unix.SYNC_FILE_RANGE_WAIT_BEFORE|unix.SYNC_FILE_RANGE_WRITE|unix.SYNC_FILE_RANGE_WAIT_AFTER); err != nil {
+			w.mu.Lock()
+			if w.err == nil {
+				w.err = fmt.Errorf("writing back %d bytes at offset %d: %w", old.n, old.off, err)
+			}
+			w.mu.Unlock()
+		}
 		_ = unix.Fadvise(w.fd, old.off, int64(old.n), unix.FADV_DONTNEED)
 	}
+	return w.failed()
+}
+
+// failed is the first write-back that failed, if any.
+func (w *writeBehind) failed() error {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.err
 }

@@ -8,4 +8,6 @@ type writeBehind struct{}
 
 func newWriteBehind(uintptr, bool) *writeBehind { return &writeBehind{} }
 
-func (*writeBehind) written(int64, int) {}
+func (*writeBehind) written(int64, int) error { return nil }
+
+func (*writeBehind) failed() error { return nil }
