@@ -296,7 +296,7 @@ func (r *backupRun) interruptible(ctx context.Context) (context.Context, func())
 				if r.committing {
 					// Its copy and checksums are done: ending it now would
 					// throw away a good backup to save a second.
-					fmt.Fprintf(r.env.Stderr, "\n%s: the backup is complete and being put in place; it will be kept (again to leave at once)\n", s)
+					fmt.Fprintf(r.env.Stderr, "\n%s: the backup is complete and being put in place; it is kept unless that fails (again to leave at once)\n", s)
 				} else {
 					fmt.Fprintf(r.env.Stderr, "\n%s: ending the backup; nothing of it will be kept (again to leave at once)\n", s)
 					cancel(fmt.Errorf("interrupted by %s", s))

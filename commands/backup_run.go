@@ -507,8 +507,9 @@ func (r *backupRun) fail(cause error) error {
 			}
 		}
 	}
-	if st, err := r.dom.State(ctx); err == nil && !st.Active {
-		// QEMU died with its socket in place: nothing serves it now.
+	if st, err := r.dom.State(ctx); err == nil && !st.Active && !r.opts.Push {
+		// QEMU died with the socket of this pull job in place: nothing
+		// serves it now.
 		_ = os.Remove(filepath.Join(socketBase(r.env), r.dom.Name(), "nbd.sock"))
 	}
 	removeSocketDir(r.env, r.dom.Name())

@@ -79,7 +79,7 @@ func TestInterruptWhileCommitting(t *testing.T) {
 		t.Fatal(err)
 	}
 	sigs <- syscall.SIGTERM
-	waitFor(t, "the message", func() bool { return strings.Contains(stderr(), "it will be kept") })
+	waitFor(t, "the message", func() bool { return strings.Contains(stderr(), "it is kept unless that fails") })
 	if ctx.Err() != nil {
 		t.Fatal("Ctrl-C during the commit ended the run")
 	}
