@@ -8,6 +8,8 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+
+	"vbackup/internal/testbed"
 )
 
 // Every bad input is a clear error with a non-zero exit; nothing starts, no
@@ -90,12 +92,7 @@ func TestBackupBeginTestDriverCannotRunJobs(t *testing.T) {
 // Every document backup-begin --print-xml prints validates against
 // libvirt's installed schemas.
 func TestBackupPrintXMLValidates(t *testing.T) {
-	if _, err := exec.LookPath("virt-xml-validate"); err != nil {
-		if os.Getenv("CI") == "true" {
-			t.Fatal("virt-xml-validate is missing (package libvirt-clients)")
-		}
-		t.Skip("virt-xml-validate is missing (package libvirt-clients)")
-	}
+	testbed.Need(t, "virt-xml-validate")
 	open := testDriver(t)
 	wantCode(t, vb(t, open, "checkpoint-create-as", "vm1", "c1"), ExitOK)
 	tmp := t.TempDir()
