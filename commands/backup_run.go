@@ -508,11 +508,10 @@ func (r *backupRun) fail(cause error) error {
 		}
 	}
 	if st, err := r.dom.State(ctx); err == nil && !st.Active && !r.opts.Push {
-		// QEMU died with the socket of this pull job in place: nothing
-		// serves it now.
-		_ = os.Remove(filepath.Join(socketBase(r.env), r.dom.Name(), "nbd.sock"))
+		removeDeadSocketDir(r.env, r.dom.Name())
+	} else {
+		removeSocketDir(r.env, r.dom.Name())
 	}
-	removeSocketDir(r.env, r.dom.Name())
 	if r.pending != nil {
 		if err := r.pending.Abort(); err != nil {
 			problems = append(problems, err.Error())

@@ -59,7 +59,7 @@ func prepareServer(env *Env, domain string, disks []virt.Disk, f *serverFlag, se
 		if err != nil {
 			return nil, err
 		}
-		sock := filepath.Join(dir, "nbd.sock")
+		sock := filepath.Join(dir, socketName)
 		// No job runs (checked before): a socket left there is stale.
 		if err := os.Remove(sock); err != nil && !errors.Is(err, os.ErrNotExist) {
 			return nil, err
@@ -134,6 +134,16 @@ func socketDir(env *Env, domain string, disks []virt.Disk) (string, error) {
 func removeSocketDir(env *Env, domain string) {
 	_ = os.Remove(filepath.Join(socketBase(env), domain))
 }
+
+// removeDeadSocketDir is removeSocketDir for a domain whose QEMU died: its
+// socket stayed, and nothing serves it.
+func removeDeadSocketDir(env *Env, domain string) {
+	_ = os.Remove(filepath.Join(socketBase(env), domain, socketName))
+	removeSocketDir(env, domain)
+}
+
+// socketName is the pull job's socket in its folder.
+const socketName = "nbd.sock"
 
 // socketBase holds the socket folders of pull jobs.
 func socketBase(env *Env) string {
