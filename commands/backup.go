@@ -3,20 +3,16 @@ package commands
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
-	"io"
 	"os"
 	"path/filepath"
-	"slices"
-	"strings"
-	"sync"
-	"sync/atomic"
 
 	"github.com/urfave/cli/v3"
 
 	"vbackup/chain"
-	"vbackup/virt"
+	"vbackup/engine"
+	"vbackup/job"
+	"vbackup/progress"
 )
 
 type backupOptions struct {
@@ -73,253 +69,45 @@ func newBackupCommand(env *Env, run func(context.Context, *Env, backupOptions) e
 	}
 }
 
-// backupRun is one 'vbackup backup': what it decided and what it holds.
-type backupRun struct {
-	env         *Env
-	opts        backupOptions
-	dom         virt.Domain
-	store       *chain.Store
-	out         io.Writer // messages for the user (discarded by --quiet, stderr with --json)
-	name        string    // of the checkpoint, and the backup
-	dec         chain.Decision
-	pending     *chain.Pending
-	diskInfo    []chain.DiskInfo // the disks to back up, as the decision saw them
-	domainDisks []string         // every disk of the domain
-	allDisks    []virt.Disk      // the same, as libvirt describes them
-	uuid        string           // the domain's
-	started     bool             // the job started: its checkpoint exists
-	watching    atomic.Bool      // a push job's watcher handles Ctrl-C itself,
-	toWatcher   chan os.Signal   // passed on to it from here
-	commitMu    sync.Mutex       // orders committing with a Ctrl-C that ends the run
-	committing  bool             // the backup is being put in place: Ctrl-C no longer ends it
-}
-
 func runBackup(ctx context.Context, env *Env, opts backupOptions) error {
-	_, dom, err := openRunningDomain(ctx, env, opts.Domain)
+	_, dom, err := openDomain(ctx, env, opts.Domain)
 	if err != nil {
 		return err
 	}
-	// A folder that is not there yet is made only once the backup starts:
-	// a refused backup changes nothing.
-	_, statErr := os.Stat(opts.Dir)
-	if statErr == nil {
-		unlock, err := chain.Lock(opts.Dir)
-		if err != nil {
-			return err
-		}
-		defer unlock()
-	}
-	r := &backupRun{env: env, opts: opts, dom: dom, out: env.Stdout, toWatcher: make(chan os.Signal, 2)}
-	switch {
-	case opts.Quiet:
-		r.out = io.Discard
-	case opts.JSON:
-		r.out = env.Stderr
-	}
-	if r.store, err = chain.Open(opts.Dir); err != nil {
-		return err
-	}
-	if err := r.checkDomain(ctx); err != nil {
-		return err
-	}
-	if err := r.decide(ctx); err != nil {
-		return err
-	}
-	if statErr != nil {
-		unlock, err := chain.Lock(opts.Dir)
-		if err != nil {
-			return err
-		}
-		defer unlock()
-		if now, err := chain.Open(opts.Dir); err != nil || len(now.Backups) > 0 {
-			return fmt.Errorf("another vbackup command wrote %s meanwhile; run this one again", opts.Dir)
-		}
-	}
-	left, err := r.store.Leftovers()
+	out := newOutput(env, opts.JSON, opts.Quiet)
+	host, _ := os.Hostname()
+	req := engine.BackupRequest{Dir: opts.Dir, Level: opts.Level, Disks: opts.Disks, Push: opts.Push, Now: env.Now,
+		Host: host, PID: os.Getpid(), Sockets: job.DefaultSockets(env.Getenv), Reconnect: env.Reconnect}
+	b, err := engine.PrepareBackup(ctx, dom, req, out.notes)
 	if err != nil {
 		return err
 	}
-	for _, name := range left {
-		fmt.Fprintf(env.Stderr, "note: removed the unfinished backup %s that an interrupted run left in %s\n", name, opts.Dir)
-	}
-	ctx, stop := r.interruptible(ctx)
-	defer stop()
-	b, err := r.run(ctx)
+	defer b.Close()
+	ctx, intr := interruptible(ctx, env, interruptText{
+		ending:     "ending the backup; nothing of it will be kept",
+		committing: "the backup is complete and being put in place; it is kept unless that fails",
+		again:      fmt.Sprintf("If a job is left, the next 'vbackup backup %s' ends it and deletes its checkpoint.", dom.Name()),
+	})
+	defer intr.stop()
+	done, err := b.Run(ctx, out.printer, intr.committing)
 	if err != nil {
-		return r.fail(err)
+		return err
 	}
-	return r.report(b)
+	return reportBackup(out, done)
 }
 
-// checkDomain makes sure the folder is this domain's and that no job runs.
-func (r *backupRun) checkDomain(ctx context.Context) error {
-	uuid, err := r.dom.UUID(ctx)
-	if err != nil {
-		return err
-	}
-	r.uuid = uuid
-	if last := r.store.Last(); last != nil && last.Domain.UUID != uuid {
-		return fmt.Errorf("%s holds the backups of domain %s (UUID %s), and %s is another domain (UUID %s): give each domain its own folder",
-			r.opts.Dir, last.Domain.Name, last.Domain.UUID, r.dom.Name(), uuid)
-	}
-	// A job a killed 'vbackup backup' left is ended here, its checkpoint deleted.
-	if err := settle(ctx, r.env, r.dom); err != nil {
-		return err
-	}
-	job, err := r.dom.Job(ctx, false)
-	if errors.Is(err, virt.ErrUnsupported) {
-		return noBackupJobs(r.dom, err)
-	}
-	if err != nil {
-		return err
-	}
-	if job.State == virt.JobRunning {
-		return fmt.Errorf("domain %q already has a job running, and libvirt runs one at a time; wait for it, or end it (for a backup: 'vbackup backup-end %s')", r.dom.Name(), r.dom.Name())
-	}
-	return busyBackup(ctx, r.dom)
-}
-
-// decide picks the level of every disk and names the backup.
-func (r *backupRun) decide(ctx context.Context) error {
-	disks, err := r.disks(ctx)
-	if err != nil {
-		return err
-	}
-	last := r.store.Last()
-	ok, why := false, ""
-	if last != nil && r.opts.Level != chain.WantFull {
-		if ok, why, err = r.usable(ctx, last); err != nil {
-			return err
-		}
-	}
-	r.diskInfo = disks
-	if r.dec, err = chain.Decide(r.opts.Level, r.dom.Name(), last, ok, why, disks); err != nil {
-		return err
-	}
-	r.name, err = r.checkpointName(ctx)
-	return err
-}
-
-// disks lists the disks to back up: every writable disk with a medium (not a
-// CD-ROM), or those --disk names.
-func (r *backupRun) disks(ctx context.Context) ([]chain.DiskInfo, error) {
-	all, err := r.dom.Disks(ctx)
-	if err != nil {
-		return nil, fmt.Errorf("domain %q: %w", r.dom.Name(), err)
-	}
-	r.allDisks = all
-	var names []string
-	for _, d := range all {
-		names = append(names, d.Target)
-	}
-	r.domainDisks = names
-	for _, want := range r.opts.Disks {
-		if !slices.Contains(names, want) {
-			return nil, fmt.Errorf("domain %q has no disk %q; its disks are %s", r.dom.Name(), want, strings.Join(names, ", "))
-		}
-	}
-	var out []chain.DiskInfo
-	for _, d := range all {
-		listed := slices.Contains(r.opts.Disks, d.Target)
-		switch {
-		case len(r.opts.Disks) > 0 && !listed:
-			continue
-		case listed && (d.Empty() || d.ReadOnly):
-			return nil, fmt.Errorf("--disk %s: the disk is empty or read-only: there is nothing of it to back up; leave it out", d.Target)
-		case d.Empty() || d.ReadOnly || d.Device == "cdrom":
-			continue
-		}
-		info := chain.DiskInfo{Name: d.Target, CanBitmap: d.CanCarryBitmap()}
-		if !info.CanBitmap {
-			info.Why = fmt.Sprintf("a %s disk", d.Format)
-		}
-		out = append(out, info)
-	}
-	if len(out) == 0 {
-		return nil, fmt.Errorf("domain %q has no disk to back up: every disk is empty, read-only or a CD-ROM", r.dom.Name())
-	}
-	return out, nil
-}
-
-// checkpointName is vbackup-<UTC time>, made unique in libvirt and DIR.
-func (r *backupRun) checkpointName(ctx context.Context) (string, error) {
-	base := "vbackup-" + r.env.Now().UTC().Format("20060102T150405Z")
-	for i := 1; i < 100; i++ {
-		name := base
-		if i > 1 {
-			name = fmt.Sprintf("%s-%d", base, i)
-		}
-		_, err := r.dom.Checkpoint(ctx, name)
-		if errors.Is(err, virt.ErrNoCheckpoint) {
-			if _, ferr := r.store.Find(name); ferr != nil {
-				if _, serr := os.Lstat(filepath.Join(r.opts.Dir, name)); serr != nil {
-					return name, nil
-				}
-			}
-			continue
-		}
-		if err != nil {
-			return "", checkpointErr(ctx, r.dom, "", err)
-		}
-	}
-	return "", fmt.Errorf("no free checkpoint name after %s", base)
-}
-
-// interruptible ends ctx on Ctrl-C or SIGTERM, so that the run cleans up; a
-// second signal leaves at once.
-func (r *backupRun) interruptible(ctx context.Context) (context.Context, func()) {
-	ctx, cancel := context.WithCancelCause(ctx)
-	sigs, stopSigs := r.env.Signals()
-	done := make(chan struct{})
-	go func() {
-		n := 0
-		for {
-			select {
-			case <-done:
-				return
-			case s := <-sigs:
-				if r.watching.Load() {
-					// The push's watcher ends the job; a signal that comes
-					// before it listens waits for it.
-					select {
-					case r.toWatcher <- s:
-					default:
-					}
-					continue
-				}
-				n++
-				if n > 1 {
-					r.env.Exit(ExitFailure)
-					return
-				}
-				r.commitMu.Lock()
-				if r.committing {
-					// Its copy and checksums are done: ending it now would
-					// throw away a good backup to save a second.
-					fmt.Fprintf(r.env.Stderr, "\n%s: the backup is complete and being put in place; it is kept unless that fails (again to leave at once)\n", s)
-				} else {
-					fmt.Fprintf(r.env.Stderr, "\n%s: ending the backup; nothing of it will be kept (again to leave at once)\n", s)
-					cancel(fmt.Errorf("interrupted by %s", s))
-				}
-				r.commitMu.Unlock()
-			}
-		}
-	}()
-	return ctx, func() { close(done); stopSigs(); cancel(nil) }
-}
-
-// report prints what the backup holds.
-func (r *backupRun) report(b *chain.Backup) error {
-	if r.opts.JSON {
-		return json.NewEncoder(r.env.Stdout).Encode(struct {
+// reportBackup prints what the backup holds.
+func reportBackup(out output, b *chain.Backup) error {
+	if out.json {
+		return json.NewEncoder(out.data).Encode(struct {
 			Type string `json:"type"`
 			chain.Manifest
 			Dir string `json:"dir"`
 		}{"backup", b.Manifest, b.Dir})
 	}
-	fmt.Fprintf(r.out, "Backup %s complete: %s, in %s\n", b.Name(), b.Level, b.Dir)
+	out.notes.Infof("Backup %s complete: %s, in %s", b.Name(), b.Level, b.Dir)
 	for _, d := range b.Disks {
-		fmt.Fprintf(r.out, "  %-6s %-11s %10s copied, of %-10s %s\n", d.Name, d.Level, capacity(d.Copied), capacity(d.VirtualSize), d.Checksum)
+		out.notes.Infof("  %-6s %-11s %10s copied, of %-10s %s", d.Name, d.Level, progress.Capacity(d.Copied), progress.Capacity(d.VirtualSize), d.Checksum)
 	}
 	return nil
 }

@@ -2,17 +2,15 @@ package commands
 
 import (
 	"context"
-	"errors"
 	"fmt"
-	"io"
 	"os"
 	"path/filepath"
 	"time"
 
 	"github.com/urfave/cli/v3"
-	"libvirt.org/go/libvirtxml"
 
 	"vbackup/checkpoint"
+	"vbackup/job"
 	"vbackup/progress"
 	"vbackup/virt"
 	"vbackup/xmlgen"
@@ -21,9 +19,7 @@ import (
 type backupBeginOptions struct {
 	Domain                string
 	Spec                  xmlgen.BackupSpec // from the flags; aligned when the job starts
-	Server                serverFlag
-	ServerSet             bool
-	Insecure              bool
+	Server                job.ServerRequest
 	CheckpointDescription string
 	BackupXMLFile         string // --backupxml: sent as written
 	CheckpointXMLFile     string // --checkpointxml: sent as written
@@ -101,8 +97,6 @@ func newBackupBeginCommand(env *Env, run func(context.Context, *Env, backupBegin
 					ScratchDir:  cmd.String("scratch-dir"),
 					Checkpoint:  cmd.String("checkpoint"),
 				},
-				ServerSet:             cmd.IsSet("server"),
-				Insecure:              cmd.Bool("insecure"),
 				CheckpointDescription: cmd.String("checkpoint-description"),
 				BackupXMLFile:         cmd.String("backupxml"),
 				CheckpointXMLFile:     cmd.String("checkpointxml"),
@@ -123,12 +117,13 @@ func newBackupBeginCommand(env *Env, run func(context.Context, *Env, backupBegin
 				}
 				opts.Spec.Disks = append(opts.Spec.Disks, d)
 			}
-			opts.Server.spec.TLS = cmd.Bool("tls")
-			if opts.ServerSet {
-				if opts.Server, err = parseServerFlag(cmd.String("server"), cmd.Bool("tls")); err != nil {
+			opts.Server.Spec.TLS = cmd.Bool("tls")
+			if cmd.IsSet("server") {
+				if opts.Server, err = job.ParseServer(cmd.String("server"), cmd.Bool("tls")); err != nil {
 					return &UsageError{Cmd: cmd, Err: err}
 				}
 			}
+			opts.Server.Insecure = cmd.Bool("insecure")
 			if opts.Spec.Checkpoint != "" {
 				if err := checkpoint.ValidateName(opts.Spec.Checkpoint); err != nil {
 					return &UsageError{Cmd: cmd, Err: fmt.Errorf("--checkpoint: %w", err)}
@@ -209,197 +204,98 @@ func readFlagFile(cmd *cli.Command, name string) (string, error) {
 }
 
 func runBackupBegin(ctx context.Context, env *Env, opts backupBeginOptions) error {
-	conn, dom, err := openRunningDomain(ctx, env, opts.Domain)
+	conn, dom, err := openDomain(ctx, env, opts.Domain)
 	if err != nil {
 		return err
 	}
+	if err := job.Running(ctx, dom); err != nil {
+		return err
+	}
+	out := newOutput(env, opts.JSON, opts.Quiet)
 	// --print-xml changes nothing and asks nothing of the job machinery, so
 	// it also works where jobs cannot run (libvirt's test driver).
 	if !opts.PrintXML {
-		job, err := backupPreflight(ctx, env, dom)
-		if err != nil {
+		if err := job.Ready(ctx, dom, out.notes); err != nil {
 			return err
 		}
-		if job {
-			return fmt.Errorf("domain %q already has a job running, and libvirt runs one at a time; end it first (for a backup: 'vbackup backup-end %s')", dom.Name(), dom.Name())
-		}
 	}
-	plan, err := planBackup(ctx, env, conn, dom, opts)
+	sockets := job.DefaultSockets(env.Getenv)
+	plan, err := job.NewPlan(ctx, dom, job.PlanRequest{Spec: opts.Spec, Server: opts.Server, CheckpointDescription: opts.CheckpointDescription,
+		BackupXML: opts.backupXML, BackupXMLFile: opts.BackupXMLFile, CheckpointXML: opts.checkpointXML, CheckpointXMLFile: opts.CheckpointXMLFile,
+		ReuseExternal: opts.ReuseExternal, Local: job.LocalURI(conn.URI()), Sockets: sockets, Now: env.Now()},
+		progress.NewNotifier(env.Stderr, env.Stderr))
+	if err != nil || opts.PrintXML {
+		sockets.Remove(dom.Name())
+	}
 	if err != nil {
-		removeSocketDir(env, dom.Name())
 		return err
 	}
 	if opts.PrintXML {
-		removeSocketDir(env, dom.Name())
-		fmt.Fprint(env.Stdout, plan.backupXML)
-		if plan.checkpointXML != "" {
-			fmt.Fprint(env.Stdout, plan.checkpointXML)
+		fmt.Fprint(env.Stdout, plan.BackupXML)
+		if plan.CheckpointXML != "" {
+			fmt.Fprint(env.Stdout, plan.CheckpointXML)
 		}
 		return nil
 	}
-	out := env.Stdout
-	switch {
-	case opts.Quiet:
-		out = io.Discard
-	case opts.JSON:
-		out = env.Stderr // stdout carries the JSON lines
-	}
-	if err := startBackup(ctx, env, out, dom, plan, opts.ReuseExternal); err != nil {
-		removeSocketDir(env, dom.Name())
+	rec := virt.BackupRecord{Checkpoint: plan.Checkpoint, Pull: plan.Pull, Started: env.Now()}
+	if err := job.Begin(ctx, dom, plan, opts.ReuseExternal, rec, out.notes); err != nil {
+		sockets.Remove(dom.Name())
 		return err
 	}
-	if opts.FetchDir != "" {
-		return fetchAndEnd(ctx, env, dom, opts)
+	if err := printStarted(ctx, out, dom, plan); err != nil {
+		return err
 	}
-	if !opts.Wait {
+	if opts.FetchDir == "" && !opts.Wait {
 		return nil
 	}
-	return watchBackup(ctx, env, dom, watchOptions{Printer: newPrinter(env, opts.JSON, opts.Quiet), Timeout: opts.Timeout})
+	ctx, intr := interruptible(ctx, env, interruptText{
+		again: fmt.Sprintf("The job may still be running: 'vbackup backup-end %s' ends it and deletes the checkpoint it made.", dom.Name()),
+	})
+	defer intr.stop()
+	if opts.FetchDir != "" {
+		return fetchAndEnd(ctx, env, out, dom, sockets, opts)
+	}
+	return job.Watch(ctx, dom, watchOptions(env, out, sockets, opts.Timeout))
 }
 
-// newPrinter picks how progress is shown: JSON lines on stdout, bars on a
-// terminal, plain lines in a log, or nothing.
-func newPrinter(env *Env, json, quiet bool) progress.Printer {
+// watchOptions are those of every command that watches a job.
+func watchOptions(env *Env, out output, sockets job.Sockets, timeout time.Duration) job.WatchOptions {
+	return job.WatchOptions{Printer: out.printer, Notes: out.notes, Timeout: timeout, Now: env.Now, Reconnect: env.Reconnect, Sockets: sockets}
+}
+
+// printStarted tells, from the job as libvirt filled it in, where each disk
+// goes (push) or where to read it (pull).
+func printStarted(ctx context.Context, out output, dom virt.Domain, plan job.Plan) error {
+	j, ok, err := job.Started(ctx, dom)
 	switch {
-	case quiet:
-		return progress.NewQuiet()
-	case json:
-		return progress.NewJSON(env.Stdout)
-	case env.StderrTTY:
-		return progress.NewTerminal(env.Stderr, env.Width())
+	case err != nil && plan.Pull:
+		return fmt.Errorf("domain %q: the pull job started, but reading it back failed: %w", dom.Name(), err)
+	case err != nil || !ok:
+		// A push of small disks can be over already.
+		out.notes.Infof("Backup started and already finished: see 'vbackup backup-status %s --completed'", dom.Name())
+		return nil
 	}
-	return progress.NewPlain(env.Stderr, 5*time.Second)
-}
-
-// backupPreflight settles what an earlier job left and reports whether a
-// job runs now.
-func backupPreflight(ctx context.Context, env *Env, dom virt.Domain) (bool, error) {
-	job, err := dom.Job(ctx, false)
-	if errors.Is(err, virt.ErrUnsupported) {
-		return false, noBackupJobs(dom, err)
+	say := out.notes.Infof
+	say("Backup started: %s", j.Mode())
+	if plan.Checkpoint != "" {
+		say("Checkpoint %s created with the job", plan.Checkpoint)
 	}
-	if err != nil {
-		return false, fmt.Errorf("domain %q: %w", dom.Name(), err)
-	}
-	if job.State == virt.JobRunning {
-		return true, nil
-	}
-	if err := settle(ctx, env, dom); err != nil {
-		return false, err
-	}
-	return false, busyBackup(ctx, dom)
-}
-
-// backupPlan is what a job will be started with.
-type backupPlan struct {
-	pull                     bool
-	checkpoint               string
-	backupXML, checkpointXML string
-}
-
-func planBackup(ctx context.Context, env *Env, conn virt.Conn, dom virt.Domain, opts backupBeginOptions) (backupPlan, error) {
-	plan := backupPlan{backupXML: opts.backupXML, checkpointXML: opts.checkpointXML, checkpoint: opts.Spec.Checkpoint}
-	var incremental string
-	if opts.BackupXMLFile != "" {
-		var def libvirtxml.DomainBackup
-		if err := def.Unmarshal(opts.backupXML); err != nil {
-			return plan, fmt.Errorf("--backupxml %s is not a <domainbackup> document: %w", opts.BackupXMLFile, err)
-		}
-		plan.pull, incremental = def.Pull != nil, def.Incremental
-	}
-	if opts.CheckpointXMLFile != "" {
-		var def libvirtxml.DomainCheckpoint
-		if err := def.Unmarshal(opts.checkpointXML); err != nil {
-			return plan, fmt.Errorf("--checkpointxml %s is not a <domaincheckpoint> document: %w", opts.CheckpointXMLFile, err)
-		}
-		plan.checkpoint = def.Name
-	}
-	if opts.BackupXMLFile == "" {
-		incremental = opts.Spec.Incremental
-	}
-	if incremental != "" {
-		if _, err := dom.Checkpoint(ctx, incremental); err != nil {
-			return plan, checkpointErr(ctx, dom, incremental, err)
-		}
-	}
-	if opts.BackupXMLFile != "" && opts.CheckpointXMLFile != "" {
-		return plan, nil
-	}
-	disks, err := dom.Disks(ctx)
-	if err != nil {
-		return plan, fmt.Errorf("domain %q: %w", dom.Name(), err)
-	}
-	spec := opts.Spec
-	if opts.BackupXMLFile == "" {
-		plan.pull = spec.Pull
-		if spec.Pull {
-			srv := opts.Server
-			if spec.Server, err = prepareServer(env, dom.Name(), disks, &srv, opts.ServerSet, opts.Insecure, localURI(conn.URI())); err != nil {
-				return plan, err
+	if j.Pull {
+		for _, d := range j.Disks {
+			say("  %-6s %s", d.Name, j.ExportURI(d))
+			if d.ExportBitmap != "" {
+				say("  %-6s changed blocks: meta context %s (incremental from %s)", "", d.Bitmap(), d.Incremental)
 			}
 		}
-		var notes []string
-		if spec, notes, err = xmlgen.AlignBackup(spec, dom.Name(), disks, env.Now()); err != nil {
-			return plan, fmt.Errorf("domain %q: %w", dom.Name(), err)
-		}
-		for _, n := range notes {
-			fmt.Fprintf(env.Stderr, "note: %s\n", n)
-		}
-		if err := checkTargets(spec, opts.ReuseExternal); err != nil {
-			return plan, err
-		}
-		if plan.backupXML, err = xmlgen.BackupXML(spec); err != nil {
-			return plan, err
-		}
+		say("Read the exports, then end the job with: vbackup backup-end %s", dom.Name())
+		return nil
 	}
-	if opts.CheckpointXMLFile == "" && spec.Checkpoint != "" {
-		if plan.checkpointXML, err = jobCheckpointXML(ctx, env, dom, spec, opts.CheckpointDescription, disks); err != nil {
-			return plan, err
+	for _, d := range j.Disks {
+		mode := "full"
+		if d.Incremental != "" {
+			mode = "incremental from " + d.Incremental
 		}
-	}
-	return plan, nil
-}
-
-// jobCheckpointXML builds the checkpoint made with a job: a bitmap on exactly
-// the disks the job backs up, so that it never claims a disk's changes were
-// saved when that disk was left out of the job.
-func jobCheckpointXML(ctx context.Context, env *Env, dom virt.Domain, spec xmlgen.BackupSpec, description string, disks []virt.Disk) (string, error) {
-	switch _, err := dom.Checkpoint(ctx, spec.Checkpoint); {
-	case err == nil:
-		return "", fmt.Errorf("domain %q already has a checkpoint %q; choose another --checkpoint name", dom.Name(), spec.Checkpoint)
-	case !errors.Is(err, virt.ErrNoCheckpoint):
-		return "", checkpointErr(ctx, dom, "", err)
-	}
-	cp := xmlgen.CheckpointSpec{Name: spec.Checkpoint, Description: description}
-	byName := map[string]virt.Disk{}
-	for _, d := range disks {
-		byName[d.Target] = d
-	}
-	bitmaps := 0
-	for _, d := range spec.Disks {
-		mode := "no"
-		if !d.Skip && byName[d.Name].CanCarryBitmap() {
-			mode, bitmaps = "bitmap", bitmaps+1
-		}
-		cp.Disks = append(cp.Disks, xmlgen.DiskSpec{Name: d.Name, Checkpoint: mode})
-	}
-	if bitmaps == 0 {
-		return "", fmt.Errorf("domain %q: --checkpoint %s would track no disk: none of the disks this job backs up can carry a bitmap (only qcow2 disks can)", dom.Name(), spec.Checkpoint)
-	}
-	return xmlgen.CheckpointXML(cp)
-}
-
-// checkTargets refuses to start a job that would write over an existing
-// file, and a --reuse-external job whose files are missing.
-func checkTargets(spec xmlgen.BackupSpec, reuse bool) error {
-	for _, path := range spec.Targets() {
-		_, err := os.Stat(path)
-		switch {
-		case err == nil && !reuse:
-			return fmt.Errorf("%s exists already; vbackup never writes over a backup: move it away, pick another --target-dir, or pass --reuse-external to write into it", path)
-		case errors.Is(err, os.ErrNotExist) && reuse:
-			return fmt.Errorf("--reuse-external: %s does not exist; create it first (qemu-img create), or leave out --reuse-external", path)
-		}
+		say("  %-6s -> %s (%s)", d.Name, d.Target, mode)
 	}
 	return nil
 }
@@ -407,32 +303,34 @@ func checkTargets(spec xmlgen.BackupSpec, reuse bool) error {
 // fetchAndEnd reads the pull job's exports and ends the job; when the fetch
 // fails, the job's checkpoint is discarded with it, since nothing holds the
 // data it would claim.
-func fetchAndEnd(ctx context.Context, env *Env, dom virt.Domain, opts backupBeginOptions) error {
-	b, ok, err := currentBackup(ctx, dom)
+func fetchAndEnd(ctx context.Context, env *Env, out output, dom virt.Domain, sockets job.Sockets, opts backupBeginOptions) error {
+	j, ok, err := job.Current(ctx, dom)
 	if err != nil {
 		return err
 	}
 	if !ok {
 		return fmt.Errorf("domain %q: the pull job ended before its exports could be read", dom.Name())
 	}
-	fetchErr := fetchJob(ctx, env, dom, b, backupFetchOptions{Dir: opts.FetchDir, Format: opts.Spec.Format, Backing: opts.Backing,
-		Connections: 4, TLSCerts: opts.TLSCerts, JSON: opts.JSON, Quiet: opts.Quiet})
-	if err := dom.AbortJob(ctx); err != nil {
-		return fmt.Errorf("domain %q: ending the pull job: %w", dom.Name(), err)
-	}
-	if err := waitJobEnd(ctx, dom, 60*time.Second); err != nil {
+	fetchErr := fetchInto(ctx, env, out, dom, j, backupFetchOptions{Dir: opts.FetchDir, Format: opts.Spec.Format, Backing: opts.Backing,
+		Connections: 4, TLSCerts: opts.TLSCerts})
+	// The job ends whatever the fetch did, and so does its checkpoint when
+	// the fetch failed: after a Ctrl-C too.
+	lv := context.WithoutCancel(ctx)
+	if err := job.End(lv, dom); err != nil {
 		return err
 	}
-	removeSocketDir(env, dom.Name())
-	if fetchErr != nil && b.hasRec {
-		if err := discardCheckpoint(ctx, env, dom, b.rec.Checkpoint); err != nil {
+	sockets.Remove(dom.Name())
+	if fetchErr != nil {
+		if err := job.Discard(lv, dom, j.Checkpoint(), out.notes); err != nil {
 			return err
 		}
 	}
-	_ = clearRecord(ctx, dom, b)
+	if j.HasRecord {
+		_ = dom.ClearBackupRecord(lv)
+	}
 	if fetchErr != nil {
 		return fmt.Errorf("%w; the job was ended, and its checkpoint discarded", fetchErr)
 	}
-	fmt.Fprintf(env.Stderr, "Backup job of domain %s ended.\n", dom.Name())
+	out.notes.Notef("Backup job of domain %s ended.", dom.Name())
 	return nil
 }

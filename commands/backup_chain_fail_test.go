@@ -17,23 +17,30 @@ import (
 )
 
 // killHalfWay runs 'vbackup backup' as its own process and sends sig once
-// the fetch has copied part, not all, of the data. It returns stderr.
+// the fetch has copied part, not all, of the data. It returns stderr. A
+// SIGTERM, which vbackup handles as Ctrl-C, must end it with status 130
+// once it has cleaned up; SIGKILL kills it.
 func killHalfWay(t *testing.T, bed *testbed.Bed, dom, dir string, sig syscall.Signal) string {
 	t.Helper()
-	return halfWay(t, bed, dom, dir, func(cmd *exec.Cmd) error { return cmd.Process.Signal(sig) })
+	code := ExitInterrupted
+	if sig == syscall.SIGKILL {
+		code = -1 // killed: no exit status
+	}
+	return halfWay(t, bed, dom, dir, code, func(cmd *exec.Cmd) error { return cmd.Process.Signal(sig) })
 }
 
 // interruptPushHalfWay is killHalfWay for a push backup, with Ctrl-C.
 func interruptPushHalfWay(t *testing.T, bed *testbed.Bed, dom, dir string) string {
 	t.Helper()
-	return halfWay(t, bed, dom, dir, func(cmd *exec.Cmd) error { return cmd.Process.Signal(syscall.SIGINT) }, "--push")
+	return halfWay(t, bed, dom, dir, ExitInterrupted, func(cmd *exec.Cmd) error { return cmd.Process.Signal(syscall.SIGINT) }, "--push")
 }
 
 // halfWay runs 'vbackup backup' as its own process and does what once the
-// fetch has copied part, not all, of the data. It returns stderr.
-func halfWay(t *testing.T, bed *testbed.Bed, dom, dir string, what func(*exec.Cmd) error, flags ...string) string {
+// fetch has copied part, not all, of the data. It returns stderr, once the
+// process has ended with status code.
+func halfWay(t *testing.T, bed *testbed.Bed, dom, dir string, code int, what func(*exec.Cmd) error, flags ...string) string {
 	t.Helper()
-	cmd := exec.Command(vbackupBinary(t, bed), append([]string{"-c", bed.URI(), "backup", dom, "--to", dir, "--json"}, flags...)...)
+	cmd := exec.Command(vbackupBinary(t), append([]string{"-c", bed.URI(), "backup", dom, "--to", dir, "--json"}, flags...)...)
 	var stderr strings.Builder
 	cmd.Stderr = &stderr
 	stdout, err := cmd.StdoutPipe()
@@ -66,6 +73,9 @@ func halfWay(t *testing.T, bed *testbed.Bed, dom, dir string, what func(*exec.Cm
 	}
 	if err == nil {
 		t.Fatalf("a backup stopped half-way exited 0:\n%s", stderr.String())
+	}
+	if exit, ok := err.(*exec.ExitError); !ok || exit.ExitCode() != code {
+		t.Fatalf("a backup stopped half-way: %v, want exit status %d\n%s", err, code, stderr.String())
 	}
 	return stderr.String()
 }
@@ -248,7 +258,7 @@ func TestBackupDomainStops(t *testing.T) {
 	_, bed := realDaemon(t)
 	dom := bigDomain(t, bed, 1024, 700)
 	dir := filepath.Join(t.TempDir(), "backups")
-	stderr := halfWay(t, bed, dom, dir, func(*exec.Cmd) error {
+	stderr := halfWay(t, bed, dom, dir, ExitFailure, func(*exec.Cmd) error {
 		_, err := bed.TryVirsh("destroy", dom)
 		return err
 	})
@@ -279,7 +289,7 @@ func TestBackupPushInterrupted(t *testing.T) {
 	dom := bigDomain(t, bed, 1024, 700)
 	dir := filepath.Join(bed.Folder(t), "backups")
 	stderr := interruptPushHalfWay(t, bed, dom, dir)
-	for _, want := range []string{"interrupted: ending the backup job", "deleted", "is as it was"} {
+	for _, want := range []string{"interrupted by SIGINT: ending the backup job", "deleted", "is as it was"} {
 		if !strings.Contains(stderr, want) {
 			t.Errorf("stderr lacks %q:\n%s", want, stderr)
 		}

@@ -6,6 +6,7 @@ import (
 
 	"github.com/urfave/cli/v3"
 
+	"vbackup/job"
 	"vbackup/xmlselect"
 )
 
@@ -44,10 +45,10 @@ func runBackupDumpXML(ctx context.Context, env *Env, opts backupDumpXMLOptions) 
 	if err != nil {
 		return err
 	}
-	if _, ok, err := currentBackup(ctx, dom); err != nil {
+	if _, ok, err := job.Current(ctx, dom); err != nil {
 		return err
 	} else if !ok {
-		return noBackupJob(dom)
+		return job.NoneRunning(dom)
 	}
 	doc, err := dom.BackupXML(ctx)
 	if err != nil {

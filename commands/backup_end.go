@@ -2,11 +2,11 @@ package commands
 
 import (
 	"context"
-	"fmt"
-	"time"
 
 	"github.com/urfave/cli/v3"
 
+	"vbackup/job"
+	"vbackup/progress"
 	"vbackup/virt"
 )
 
@@ -20,7 +20,8 @@ func newBackupEndCommand(env *Env, run func(context.Context, *Env, backupEndOpti
 		Name:      "backup-end",
 		Usage:     "end a domain's backup job (virsh domjobabort, for backups)",
 		ArgsUsage: "DOMAIN",
-		Description: "For a pull job this is the normal end, once the exports were read. A push\n" +
+		Description: "virsh's equivalent is domjobabort; this one also settles the job's checkpoint.\n" +
+			"For a pull job this is the normal end, once the exports were read. A push\n" +
 			"job still running is cancelled, and the checkpoint vbackup created with it is\n" +
 			"deleted: it would claim data that was not saved, and the next incremental\n" +
 			"from it would miss changes. For a pull whose reader did not finish, add\n" +
@@ -44,54 +45,48 @@ func runBackupEnd(ctx context.Context, env *Env, opts backupEndOptions) error {
 	if err != nil {
 		return err
 	}
-	b, ok, err := currentBackup(ctx, dom)
+	notes := progress.NewNotifier(env.Stdout, env.Stderr)
+	j, ok, err := job.Current(ctx, dom)
 	if err != nil {
 		return err
 	}
 	if !ok {
-		if err := settle(ctx, env, dom); err != nil {
+		if err := job.Settle(ctx, dom, notes); err != nil {
 			return err
 		}
-		return noBackupJob(dom)
+		return job.NoneRunning(dom)
 	}
-	if err := dom.AbortJob(ctx); err != nil {
-		return fmt.Errorf("domain %q: ending the backup job: %w", dom.Name(), err)
-	}
-	if err := waitJobEnd(ctx, dom, 60*time.Second); err != nil {
+	if err := job.End(ctx, dom); err != nil {
 		return err
 	}
-	cp := ""
-	if b.hasRec {
-		cp = b.rec.Checkpoint
-	}
-	if b.pull() {
-		removeSocketDir(env, dom.Name())
-		fmt.Fprintf(env.Stdout, "Backup job of domain %s ended.\n", dom.Name())
+	if j.Pull {
+		job.DefaultSockets(env.Getenv).Remove(dom.Name())
+		notes.Infof("Backup job of domain %s ended.", dom.Name())
 		if opts.DiscardCheckpoint {
-			if !b.hasRec {
-				fmt.Fprintf(env.Stderr, "note: vbackup did not start this job, so it does not know which checkpoint came with it; nothing deleted (see 'vbackup checkpoint-list %s')\n", dom.Name())
-			} else if err := discardCheckpoint(ctx, env, dom, cp); err != nil {
+			if !j.HasRecord {
+				notes.Notef("note: vbackup did not start this job, so it does not know which checkpoint came with it; nothing deleted (see 'vbackup checkpoint-list %s')", dom.Name())
+			} else if err := job.Discard(ctx, dom, j.Checkpoint(), notes); err != nil {
 				return err
 			}
 		}
-		return clearRecord(ctx, dom, b)
+		return clearRecord(ctx, dom, j)
 	}
 	// A push asked to end may have just finished: then nothing is lost.
 	if done, err := dom.Job(ctx, true); err == nil && done.State == virt.JobCompleted && done.Success {
-		fmt.Fprintf(env.Stdout, "Backup job of domain %s had completed before it could be cancelled; nothing was lost.\n", dom.Name())
-		return clearRecord(ctx, dom, b)
+		notes.Infof("Backup job of domain %s had completed before it could be cancelled; nothing was lost.", dom.Name())
+		return clearRecord(ctx, dom, j)
 	}
-	fmt.Fprintf(env.Stdout, "Push backup of domain %s cancelled before it completed; its targets are incomplete.\n", dom.Name())
-	if !b.hasRec {
-		fmt.Fprintf(env.Stderr, "note: vbackup did not start this job; if a checkpoint was created with it, delete it with 'vbackup checkpoint-delete %s NAME'\n", dom.Name())
-	} else if err := discardCheckpoint(ctx, env, dom, cp); err != nil {
+	notes.Infof("Push backup of domain %s cancelled before it completed; its targets are incomplete.", dom.Name())
+	if !j.HasRecord {
+		notes.Notef("note: vbackup did not start this job; if a checkpoint was created with it, delete it with 'vbackup checkpoint-delete %s NAME'", dom.Name())
+	} else if err := job.Discard(ctx, dom, j.Checkpoint(), notes); err != nil {
 		return err
 	}
-	return clearRecord(ctx, dom, b)
+	return clearRecord(ctx, dom, j)
 }
 
-func clearRecord(ctx context.Context, dom virt.Domain, b runningBackup) error {
-	if !b.hasRec {
+func clearRecord(ctx context.Context, dom virt.Domain, j *job.Job) error {
+	if !j.HasRecord {
 		return nil
 	}
 	return dom.ClearBackupRecord(ctx)

@@ -4,10 +4,11 @@ import (
 	"context"
 	"fmt"
 	"io"
-	"strings"
 
 	"github.com/urfave/cli/v3"
 
+	"vbackup/job"
+	"vbackup/progress"
 	"vbackup/virt"
 )
 
@@ -24,7 +25,8 @@ func newBackupStatusCommand(env *Env, run func(context.Context, *Env, backupStat
 		Name:      "backup-status",
 		Usage:     "show a domain's backup job, with a row per disk (virsh domjobinfo, for backups)",
 		ArgsUsage: "DOMAIN",
-		Description: "Without a job it says so and exits 0. --completed shows the last finished job\n" +
+		Description: "virsh's equivalent is domjobinfo; this one adds a row per disk and the job's checkpoint.\n" +
+			"Without a job it says so and exits 0. --completed shows the last finished job\n" +
 			"(libvirt keeps its statistics for other readers too). --json prints one object\n" +
 			"(fields in the README).",
 		Flags: []cli.Flag{
@@ -85,68 +87,66 @@ func runBackupStatus(ctx context.Context, env *Env, opts backupStatusOptions) er
 		return err
 	}
 	if opts.Watch {
-		if _, ok, err := currentBackup(ctx, dom); err != nil {
+		if _, ok, err := job.Current(ctx, dom); err != nil {
 			return err
 		} else if ok {
-			return watchBackup(ctx, env, dom, watchOptions{Printer: newPrinter(env, opts.JSON, opts.Quiet)})
+			ctx, intr := interruptible(ctx, env, interruptText{
+				again: fmt.Sprintf("The job may still be running: 'vbackup backup-end %s' ends it.", dom.Name()),
+			})
+			defer intr.stop()
+			out := newOutput(env, opts.JSON, opts.Quiet)
+			return job.Watch(ctx, dom, watchOptions(env, out, job.DefaultSockets(env.Getenv), 0))
 		}
 	}
 	st := jsonStatus{Domain: dom.Name(), Disks: []jsonDisk{}}
-	var job virt.Job
+	var stats virt.Job
 	if opts.Completed {
-		if job, err = dom.Job(ctx, true); err != nil {
+		if stats, err = dom.Job(ctx, true); err != nil {
 			return fmt.Errorf("domain %q: %w", dom.Name(), err)
 		}
 	} else {
-		b, ok, err := currentBackup(ctx, dom)
+		j, ok, err := job.Current(ctx, dom)
 		if err != nil {
 			return err
 		}
 		if !ok {
-			if err := settle(ctx, env, dom); err != nil {
+			if err := job.Settle(ctx, dom, progress.NewNotifier(nil, env.Stderr)); err != nil {
 				return err
 			}
 		}
-		job = b.job
+		stats = j.Stats
 		if ok {
-			st.Mode = "push"
-			if b.pull() {
-				st.Mode = "pull"
-			}
-			if b.hasRec {
-				st.Checkpoint = b.rec.Checkpoint
-			}
-			st.Incremental = b.def.Incremental
-			for _, d := range jobDisks(b.def) {
-				st.Disks = append(st.Disks, diskStatus(ctx, dom, d, b.pull()))
+			st.Mode, st.Checkpoint, st.Incremental = j.Mode(), j.Checkpoint(), j.Incremental
+			for _, d := range j.Disks {
+				st.Disks = append(st.Disks, diskStatus(ctx, dom, d.Name, j.Pull))
 			}
 		}
 	}
-	st.State, st.Operation, st.ElapsedMS = job.State, job.Operation, job.Elapsed.Milliseconds()
-	if job.DataKnown {
-		st.Data = &jsonBytes{Processed: job.DataProcessed, Total: job.DataTotal}
+	st.State, st.Operation, st.ElapsedMS = stats.State, stats.Operation, stats.Elapsed.Milliseconds()
+	if stats.DataKnown {
+		st.Data = &jsonBytes{Processed: stats.DataProcessed, Total: stats.DataTotal}
 	}
-	if job.TempKnown {
-		st.Scratch = &jsonBytes{Processed: job.TempUsed, Total: job.TempTotal}
+	if stats.TempKnown {
+		st.Scratch = &jsonBytes{Processed: stats.TempUsed, Total: stats.TempTotal}
 	}
-	if job.SuccessKnown {
-		ok := job.Success
+	if stats.SuccessKnown {
+		ok := stats.Success
 		st.Success = &ok
 	}
-	st.Error = job.Error
+	st.Error = stats.Error
 	if opts.JSON {
 		return writeJSON(env.Stdout, st)
 	}
 	return writeStatus(env.Stdout, st)
 }
 
-func diskStatus(ctx context.Context, dom virt.Domain, d jobDisk, pull bool) jsonDisk {
-	out := jsonDisk{Name: d.Name, State: "done"}
+func diskStatus(ctx context.Context, dom virt.Domain, disk string, pull bool) jsonDisk {
+	out := jsonDisk{Name: disk, State: string(progress.DiskDone)}
 	if pull {
-		out.State = "exporting"
+		out.State = string(progress.DiskExporting)
 	}
-	if bj, ok, err := dom.BlockJob(ctx, d.Name); err == nil && ok && bj.Backup && !pull {
-		out.State, out.Processed, out.Total = "running", bj.Cur, bj.End
+	if bj, ok, err := dom.BlockJob(ctx, disk); err == nil && ok && bj.Backup && !pull {
+		out.State, out.Processed, out.Total = string(progress.DiskRunning), bj.Cur, bj.End
 	}
 	return out
 }
@@ -168,10 +168,10 @@ func writeStatus(w io.Writer, st jsonStatus) error {
 	row("Job", what+", "+string(st.State))
 	row("Time elapsed", fmt.Sprintf("%d ms", st.ElapsedMS))
 	if st.Data != nil {
-		row("Data processed", fmt.Sprintf("%s of %s (%s)", capacity(st.Data.Processed), capacity(st.Data.Total), percent(st.Data.Processed, st.Data.Total)))
+		row("Data processed", fmt.Sprintf("%s of %s (%s)", progress.Capacity(st.Data.Processed), progress.Capacity(st.Data.Total), progress.Percent(st.Data.Processed, st.Data.Total)))
 	}
 	if st.Scratch != nil {
-		row("Scratch in use", fmt.Sprintf("%s of %s", capacity(st.Scratch.Processed), capacity(st.Scratch.Total)))
+		row("Scratch in use", fmt.Sprintf("%s of %s", progress.Capacity(st.Scratch.Processed), progress.Capacity(st.Scratch.Total)))
 	}
 	if st.Incremental != "" {
 		row("Incremental from", st.Incremental)
@@ -188,33 +188,12 @@ func writeStatus(w io.Writer, st jsonStatus) error {
 	if len(st.Disks) > 0 {
 		fmt.Fprintf(w, "\n%-8s %-10s %-14s %-14s %s\n", "Disk", "State", "Processed", "Total", "Progress")
 		for _, d := range st.Disks {
-			if d.State != "running" {
+			if d.State != string(progress.DiskRunning) {
 				fmt.Fprintf(w, "%-8s %s\n", d.Name, d.State)
 				continue
 			}
-			fmt.Fprintf(w, "%-8s %-10s %-14s %-14s %s\n", d.Name, d.State, capacity(d.Processed), capacity(d.Total), percent(d.Processed, d.Total))
+			fmt.Fprintf(w, "%-8s %-10s %-14s %-14s %s\n", d.Name, d.State, progress.Capacity(d.Processed), progress.Capacity(d.Total), progress.Percent(d.Processed, d.Total))
 		}
 	}
 	return nil
-}
-
-// capacity prints a byte count as virsh does (vshPrettyCapacity).
-func capacity(n uint64) string {
-	units := []string{"B", "KiB", "MiB", "GiB", "TiB", "PiB", "EiB"}
-	v, i := float64(n), 0
-	for v >= 1024 && i < len(units)-1 {
-		v /= 1024
-		i++
-	}
-	if i == 0 {
-		return fmt.Sprintf("%d B", n)
-	}
-	return strings.TrimSpace(fmt.Sprintf("%.3f %s", v, units[i]))
-}
-
-func percent(done, total uint64) string {
-	if total == 0 {
-		return "-"
-	}
-	return fmt.Sprintf("%.1f %%", 100*float64(done)/float64(total))
 }

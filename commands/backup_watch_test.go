@@ -6,7 +6,6 @@ import (
 	"encoding/json"
 	"os"
 	"os/exec"
-	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
@@ -146,7 +145,7 @@ func TestWaitTimeout(t *testing.T) {
 func TestWaitInterrupted(t *testing.T) {
 	_, bed := realDaemon(t)
 	dom := bed.Domain(t, "vda:qcow2:64M")
-	cmd := exec.Command(vbackupBinary(t, bed), "-c", bed.URI(), "backup-begin", dom, "--pull", "--checkpoint", "i1", "--wait")
+	cmd := exec.Command(vbackupBinary(t), "-c", bed.URI(), "backup-begin", dom, "--pull", "--checkpoint", "i1", "--wait")
 	stderrPipe, err := cmd.StderrPipe()
 	if err != nil {
 		t.Fatal(err)
@@ -170,10 +169,10 @@ func TestWaitInterrupted(t *testing.T) {
 		stderr.WriteString(sc.Text() + "\n")
 	}
 	err = cmd.Wait()
-	if exit, ok := err.(*exec.ExitError); !ok || exit.ExitCode() != ExitFailure {
-		t.Fatalf("exit: %v, want 1\n%s", err, stderr.String())
+	if exit, ok := err.(*exec.ExitError); !ok || exit.ExitCode() != ExitInterrupted {
+		t.Fatalf("exit: %v, want %d\n%s", err, ExitInterrupted, stderr.String())
 	}
-	for _, want := range []string{"interrupted: ending the backup job", "Checkpoint i1 deleted"} {
+	for _, want := range []string{"interrupted by SIGINT: ending the backup job", "Checkpoint i1 deleted"} {
 		if !strings.Contains(stderr.String(), want) {
 			t.Errorf("stderr lacks %q:\n%s", want, stderr.String())
 		}
@@ -194,7 +193,7 @@ func TestWaitInterrupted(t *testing.T) {
 func TestWaitTerminalBars(t *testing.T) {
 	_, bed := realDaemon(t)
 	dom := bigDomain(t, bed, 1024, 512)
-	line := strings.Join([]string{vbackupBinary(t, bed), "-c", "'" + bed.URI() + "'", "backup-begin", dom, "--target-dir", bed.Folder(t), "--wait"}, " ")
+	line := strings.Join([]string{vbackupBinary(t), "-c", "'" + bed.URI() + "'", "backup-begin", dom, "--target-dir", bed.Folder(t), "--wait"}, " ")
 	out, err := exec.Command("script", "-qec", "stty cols 100; "+line+" >/dev/null", "/dev/null").CombinedOutput()
 	if err != nil {
 		t.Fatalf("%v\n%s", err, out)
@@ -237,42 +236,6 @@ func waitForJob(t *testing.T, bed *testbed.Bed, dom string) {
 		time.Sleep(20 * time.Millisecond)
 	}
 	t.Fatal("no job started within 30 s")
-}
-
-var (
-	binaryOnce sync.Once
-	binaryPath string
-	binaryErr  error
-)
-
-// vbackupBinary builds the real binary once per test process, for tests
-// that need a separate process (signals, a pseudo-terminal).
-func vbackupBinary(t *testing.T, bed *testbed.Bed) string {
-	t.Helper()
-	binaryOnce.Do(func() {
-		root, err := testbed.ModuleRoot()
-		if err != nil {
-			binaryErr = err
-			return
-		}
-		// Inside the bed: its teardown removes the binary too.
-		dir, err := os.MkdirTemp(bed.Dir(), "bin-")
-		if err != nil {
-			binaryErr = err
-			return
-		}
-		binaryPath = filepath.Join(dir, "vbackup")
-		cmd := exec.CommandContext(context.Background(), "go", "build", "-o", binaryPath, ".")
-		cmd.Dir = root
-		if out, err := cmd.CombinedOutput(); err != nil {
-			binaryErr = err
-			binaryPath = string(out)
-		}
-	})
-	if binaryErr != nil {
-		t.Fatalf("building vbackup: %v\n%s", binaryErr, binaryPath)
-	}
-	return binaryPath
 }
 
 // A vbackup stopped while ending a job unfinished (a second Ctrl-C) leaves

@@ -13,6 +13,8 @@ import (
 	"github.com/urfave/cli/v3"
 
 	"vbackup/chain"
+	"vbackup/engine"
+	"vbackup/progress"
 )
 
 type backupsOptions struct {
@@ -41,15 +43,6 @@ func newBackupsCommand(env *Env, run func(context.Context, *Env, backupsOptions)
 	}
 }
 
-// openBackups reads the backups in dir, which must be a folder: a typo in
-// a path is not an empty folder.
-func openBackups(dir string) (*chain.Store, error) {
-	if fi, err := os.Stat(dir); err != nil || !fi.IsDir() {
-		return nil, fmt.Errorf("%s is not a folder of backups (one that 'vbackup backup DOMAIN --to DIR' writes)", dir)
-	}
-	return chain.Open(dir)
-}
-
 // listedDisk is a disk of a listed backup.
 type listedDisk struct {
 	chain.Disk
@@ -70,7 +63,7 @@ type listedBackup struct {
 }
 
 func runBackups(ctx context.Context, env *Env, opts backupsOptions) error {
-	store, err := openBackups(opts.Dir)
+	store, err := engine.OpenFolder(opts.Dir)
 	if err != nil {
 		return err
 	}
@@ -107,7 +100,7 @@ func runBackups(ctx context.Context, env *Env, opts backupsOptions) error {
 	for _, l := range list {
 		var disks []string
 		for _, d := range l.Disks {
-			disks = append(disks, fmt.Sprintf("%s %s %s (%s stored)", d.Name, short(d.Level), capacity(d.Copied), capacity(d.Stored)))
+			disks = append(disks, fmt.Sprintf("%s %s %s (%s stored)", d.Name, short(d.Level), progress.Capacity(d.Copied), progress.Capacity(d.Stored)))
 		}
 		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", l.Time.Local().Format("2006-01-02 15:04:05"), l.Backup, l.Level, strings.Join(disks, ", "))
 	}

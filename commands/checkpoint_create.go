@@ -118,7 +118,7 @@ func runCheckpointCreate(ctx context.Context, env *Env, opts checkpointCreateOpt
 		return fmt.Errorf("domain %q: this libvirt cannot quiesce the guest for a checkpoint (%w); leave out --quiesce, or freeze the guest's filesystems yourself (virsh domfsfreeze)", dom.Name(), err)
 	}
 	if err != nil {
-		return checkpointErr(ctx, dom, def.Name, err)
+		return virt.CheckpointErr(ctx, dom, def.Name, err)
 	}
 	if opts.File == "" {
 		_, err = fmt.Fprintf(env.Stdout, "Domain checkpoint %s created\n", name)

@@ -88,7 +88,7 @@ func runCheckpointCreateAs(ctx context.Context, env *Env, opts checkpointCreateA
 		return fmt.Errorf("domain %q: this libvirt cannot quiesce the guest for a checkpoint (%w); leave out --quiesce, or freeze the guest's filesystems yourself (virsh domfsfreeze)", dom.Name(), err)
 	}
 	if err != nil {
-		return checkpointErr(ctx, dom, spec.Name, err)
+		return virt.CheckpointErr(ctx, dom, spec.Name, err)
 	}
 	_, err = fmt.Fprintf(env.Stdout, "Domain checkpoint %s created\n", name)
 	return err
@@ -105,7 +105,7 @@ func alignCheckpoint(ctx context.Context, env *Env, dom virt.Domain, spec xmlgen
 	case err == nil:
 		return spec, fmt.Errorf("domain %q already has a checkpoint %q; choose another name, or delete it first with checkpoint-delete", dom.Name(), spec.Name)
 	case !errors.Is(err, virt.ErrNoCheckpoint):
-		return spec, checkpointErr(ctx, dom, "", err)
+		return spec, virt.CheckpointErr(ctx, dom, "", err)
 	}
 	disks, err := dom.Disks(ctx)
 	if err != nil {

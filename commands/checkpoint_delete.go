@@ -55,7 +55,7 @@ func runCheckpointDelete(ctx context.Context, env *Env, opts checkpointDeleteOpt
 		return err
 	}
 	if err := dom.DeleteCheckpoint(ctx, opts.Checkpoint, opts.Flags); err != nil {
-		return checkpointErr(ctx, dom, opts.Checkpoint, err)
+		return virt.CheckpointErr(ctx, dom, opts.Checkpoint, err)
 	}
 	what := opts.Checkpoint
 	if opts.Flags.ChildrenOnly {

@@ -63,7 +63,7 @@ func runCheckpointDumpXML(ctx context.Context, env *Env, opts checkpointDumpXMLO
 	}
 	doc, err := dom.CheckpointXML(ctx, opts.Checkpoint, opts.Flags)
 	if err != nil {
-		return checkpointErr(ctx, dom, opts.Checkpoint, err)
+		return virt.CheckpointErr(ctx, dom, opts.Checkpoint, err)
 	}
 	if opts.XPath != "" {
 		if doc, err = xmlselect.Select(doc, opts.XPath, opts.Wrap); err != nil {

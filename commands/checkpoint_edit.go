@@ -44,7 +44,7 @@ func runCheckpointEdit(ctx context.Context, env *Env, opts checkpointEditOptions
 	}
 	before, err := dom.CheckpointXML(ctx, opts.Checkpoint, virt.XMLFlags{SecurityInfo: true})
 	if err != nil {
-		return checkpointErr(ctx, dom, opts.Checkpoint, err)
+		return virt.CheckpointErr(ctx, dom, opts.Checkpoint, err)
 	}
 	dir, err := os.MkdirTemp("", "vbackup-edit-")
 	if err != nil {
@@ -82,7 +82,7 @@ func runCheckpointEdit(ctx context.Context, env *Env, opts checkpointEditOptions
 	}
 	if _, err := dom.CreateCheckpoint(ctx, string(after), virt.CreateFlags{Redefine: true}); err != nil {
 		keep = true
-		return fmt.Errorf("%w; nothing changed; your edit is kept in %s", checkpointErr(ctx, dom, opts.Checkpoint, err), file)
+		return fmt.Errorf("%w; nothing changed; your edit is kept in %s", virt.CheckpointErr(ctx, dom, opts.Checkpoint, err), file)
 	}
 	_, err = fmt.Fprintf(env.Stdout, "Domain checkpoint %s edited.\n", opts.Checkpoint)
 	return err

@@ -45,11 +45,11 @@ func runCheckpointInfo(ctx context.Context, env *Env, opts checkpointInfoOptions
 	// One listing gives the checkpoint, its children and descendants.
 	all, err := dom.Checkpoints(ctx)
 	if err != nil {
-		return checkpointErr(ctx, dom, "", err)
+		return virt.CheckpointErr(ctx, dom, "", err)
 	}
 	idx := slices.IndexFunc(all, func(c virt.Checkpoint) bool { return c.Name == opts.Checkpoint })
 	if idx < 0 {
-		return noCheckpointIn(dom, opts.Checkpoint, all)
+		return virt.NoCheckpointIn(dom, opts.Checkpoint, all)
 	}
 	cp := all[idx]
 	nodes := make([]checkpoint.Node, len(all))

@@ -79,7 +79,7 @@ func runCheckpointList(ctx context.Context, env *Env, opts checkpointListOptions
 	}
 	cps, err := dom.Checkpoints(ctx)
 	if err != nil {
-		return checkpointErr(ctx, dom, "", err)
+		return virt.CheckpointErr(ctx, dom, "", err)
 	}
 	nodes := make([]checkpoint.Node, len(cps))
 	byName := make(map[string]virt.Checkpoint, len(cps))
@@ -89,7 +89,7 @@ func runCheckpointList(ctx context.Context, env *Env, opts checkpointListOptions
 	}
 	if opts.Query.From != "" {
 		if _, ok := byName[opts.Query.From]; !ok {
-			return noCheckpointIn(dom, opts.Query.From, cps)
+			return virt.NoCheckpointIn(dom, opts.Query.From, cps)
 		}
 	}
 	selected, err := checkpoint.Select(nodes, opts.Query)

@@ -5,6 +5,8 @@ import (
 	"fmt"
 
 	"github.com/urfave/cli/v3"
+
+	"vbackup/virt"
 )
 
 type checkpointParentOptions struct {
@@ -36,7 +38,7 @@ func runCheckpointParent(ctx context.Context, env *Env, opts checkpointParentOpt
 	}
 	cp, err := dom.Checkpoint(ctx, opts.Checkpoint)
 	if err != nil {
-		return checkpointErr(ctx, dom, opts.Checkpoint, err)
+		return virt.CheckpointErr(ctx, dom, opts.Checkpoint, err)
 	}
 	if cp.Parent == "" {
 		return fmt.Errorf("checkpoint %q of domain %q has no parent: it is a root", cp.Name, dom.Name())

@@ -6,6 +6,7 @@ import (
 	"strings"
 
 	"vbackup/chain"
+	"vbackup/progress"
 )
 
 // storeLookup reads the backup folder r names for the candidates it wants,
@@ -58,7 +59,7 @@ func backupDiskCandidates(store *chain.Store, at string, named map[string]bool) 
 	var out []candidate
 	for _, d := range b.Disks {
 		if !named[d.Name] {
-			out = append(out, candidate{value: d.Name, desc: capacity(d.VirtualSize) + ", " + d.Level})
+			out = append(out, candidate{value: d.Name, desc: progress.Capacity(d.VirtualSize) + ", " + d.Level})
 		}
 	}
 	return out

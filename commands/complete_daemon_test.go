@@ -10,7 +10,6 @@ import (
 	"slices"
 	"strings"
 	"testing"
-	"time"
 
 	"vbackup/internal/testbed"
 	"vbackup/virt"
@@ -165,7 +164,7 @@ func BenchmarkComplete(b *testing.B) {
 			}
 		})
 	}
-	bin := buildVbackup(b)
+	bin := vbackupBinary(b)
 	for _, bc := range []struct {
 		name  string
 		words []string
@@ -183,27 +182,4 @@ func BenchmarkComplete(b *testing.B) {
 			}
 		})
 	}
-}
-
-// buildVbackup builds the vbackup binary into a folder of tb and returns
-// its path.
-func buildVbackup(tb testing.TB) string {
-	tb.Helper()
-	root, err := testbed.ModuleRoot()
-	if err != nil {
-		tb.Fatal(err)
-	}
-	goTool, err := exec.LookPath("go")
-	if err != nil {
-		goTool = filepath.Join(os.Getenv("GOROOT"), "bin", "go")
-	}
-	bin := filepath.Join(tb.TempDir(), "vbackup")
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
-	defer cancel()
-	cmd := exec.CommandContext(ctx, goTool, "build", "-o", bin, ".")
-	cmd.Dir = root
-	if out, err := cmd.CombinedOutput(); err != nil {
-		tb.Fatalf("go build: %v\n%s", err, out)
-	}
-	return bin
 }

@@ -18,6 +18,7 @@ import (
 func completionScripts(env *Env) func(*cli.Command) {
 	return func(c *cli.Command) {
 		c.Hidden = false
+		c.Category = categoryShell
 		c.Usage = "print the shell completion script for bash, zsh, fish or pwsh"
 		c.ArgsUsage = "bash|zsh|fish|pwsh"
 		c.UsageText = "vbackup completion " + c.ArgsUsage

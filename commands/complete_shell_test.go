@@ -181,7 +181,7 @@ func shellQuote(s string) string {
 func TestCompleteShells(t *testing.T) {
 	bed := testbed.Get(t)
 	d := newCompletionDomains(t, bed)
-	bin := buildVbackup(t)
+	bin := vbackupBinary(t)
 	sh := newShellRun(t, bin, bed.URI())
 	files := t.TempDir()
 	for _, f := range []string{"disk-a.qcow2", "disk-b.qcow2"} {
@@ -269,7 +269,7 @@ func TestCompleteNeverPrompts(t *testing.T) {
 	need(t, "bash", "bash")
 	need(t, "bash-completion", bashCompletion)
 	need(t, "script (util-linux)", "script")
-	bin := buildVbackup(t)
+	bin := vbackupBinary(t)
 	fake := t.TempDir()
 	log := filepath.Join(fake, "ssh.log")
 	ssh := "#!/bin/sh\n" +

@@ -11,15 +11,18 @@ import (
 
 // Exit codes, the same for every command (each command's help lists them).
 const (
-	ExitOK      = 0
-	ExitFailure = 1
-	ExitUsage   = 2
+	ExitOK          = 0
+	ExitFailure     = 1
+	ExitUsage       = 2
+	ExitInterrupted = 130 // the shell's code for a command killed by SIGINT
 )
 
 const exitCodesHelp = `EXIT STATUS:
    0  success
    1  the operation failed (libvirt refused it, a domain or checkpoint was not found, ...)
-   2  usage error: wrong arguments or flags; nothing was changed`
+   2  usage error: wrong arguments or flags; nothing was changed
+ 130  interrupted (Ctrl-C or SIGTERM): what the command had begun was undone
+      (a second Ctrl-C leaves at once, with status 1)`
 
 // UsageError is a mistake in the command line. Main prints it with the
 // command's synopsis and exits 2.

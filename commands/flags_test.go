@@ -120,7 +120,7 @@ func TestTLSCertsFlags(t *testing.T) {
 	}
 	begin, r := parse(t, newBackupBeginCommand, "backup-begin", "vm1", "--pull", "--tls", "--fetch", "/b", "--tls-certs", "/etc/pki/mine")
 	wantCode(t, r, ExitOK)
-	if begin.FetchDir != "/b" || begin.TLSCerts != "/etc/pki/mine" || !begin.Server.spec.TLS {
+	if begin.FetchDir != "/b" || begin.TLSCerts != "/etc/pki/mine" || !begin.Server.Spec.TLS {
 		t.Errorf("backup-begin: options %+v", begin)
 	}
 }

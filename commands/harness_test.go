@@ -3,9 +3,13 @@ package commands
 import (
 	"bytes"
 	"context"
+	"fmt"
 	"io"
 	"os"
+	"os/exec"
+	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -17,7 +21,53 @@ import (
 	"vbackup/virt/virttest"
 )
 
-func TestMain(m *testing.M) { os.Exit(testbed.Main(m)) }
+func TestMain(m *testing.M) {
+	code := testbed.Main(m)
+	if binaryDir != "" {
+		os.RemoveAll(binaryDir)
+	}
+	os.Exit(code)
+}
+
+var (
+	binaryOnce sync.Once
+	binaryDir  string
+	binaryPath string
+	binaryErr  error
+)
+
+// vbackupBinary builds the vbackup binary, once per test process, for the
+// tests that run it as a process of its own (signals, terminals, shell
+// completion), and returns its path.
+func vbackupBinary(tb testing.TB) string {
+	tb.Helper()
+	binaryOnce.Do(func() {
+		root, err := testbed.ModuleRoot()
+		if err != nil {
+			binaryErr = err
+			return
+		}
+		if binaryDir, binaryErr = os.MkdirTemp("", "vbackup-bin-"); binaryErr != nil {
+			return
+		}
+		goTool, err := exec.LookPath("go")
+		if err != nil {
+			goTool = filepath.Join(os.Getenv("GOROOT"), "bin", "go")
+		}
+		binaryPath = filepath.Join(binaryDir, "vbackup")
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+		defer cancel()
+		cmd := exec.CommandContext(ctx, goTool, "build", "-o", binaryPath, ".")
+		cmd.Dir = root
+		if out, err := cmd.CombinedOutput(); err != nil {
+			binaryErr = fmt.Errorf("go build: %v\n%s", err, out)
+		}
+	})
+	if binaryErr != nil {
+		tb.Fatalf("building vbackup: %v", binaryErr)
+	}
+	return binaryPath
+}
 
 // result is what a user sees of one invocation.
 type result struct {

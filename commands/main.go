@@ -67,6 +67,10 @@ func report(env *Env, err error) int {
 		fmt.Fprintf(env.Stderr, "Run '%s' for its options.\n", name)
 		return ExitUsage
 	}
+	if errors.Is(err, ErrInterrupted) || errors.Is(err, context.Canceled) {
+		fmt.Fprintf(env.Stderr, "error: %v\n", err)
+		return ExitInterrupted
+	}
 	var ec cli.ExitCoder
 	if errors.As(err, &ec) {
 		if msg := err.Error(); msg != "" {

@@ -2,22 +2,14 @@ package commands
 
 import (
 	"context"
-	"errors"
-	"fmt"
-	"os"
 	"path/filepath"
-	"slices"
 	"strings"
 
 	"github.com/urfave/cli/v3"
 
-	"vbackup/chain"
 	"vbackup/checkpoint"
-	"vbackup/contentsum"
-	exportfetch "vbackup/fetch"
-	"vbackup/qemunbd"
-	"vbackup/virt"
-	"vbackup/xmlgen"
+	"vbackup/engine"
+	"vbackup/progress"
 )
 
 type restoreOptions struct {
@@ -80,147 +72,25 @@ func newRestoreCommand(env *Env, run func(context.Context, *Env, restoreOptions)
 }
 
 func runRestore(ctx context.Context, env *Env, opts restoreOptions) error {
-	store, err := openBackups(opts.From)
-	if err != nil {
-		return err
-	}
-	b, err := store.Find(opts.At)
-	if err != nil {
-		return err
-	}
-	disks, err := restoreDisks(b, opts)
-	if err != nil {
-		return err
-	}
-	// Everything that could refuse is asked before anything is written.
-	var conn virt.Conn
+	req := engine.RestoreRequest{From: opts.From, At: opts.At, To: opts.To, Format: opts.Format, Disks: opts.Disks, Define: opts.Define, Now: env.Now}
 	if opts.Define != "" {
-		if conn, err = env.Conn(ctx); err != nil {
-			return err
-		}
-		switch _, err := conn.Domain(ctx, opts.Define); {
-		case err == nil:
-			return fmt.Errorf("--define %s: a domain of that name exists already; choose another name", opts.Define)
-		case !errors.Is(err, virt.ErrNoDomain):
+		var err error
+		if req.Conn, err = env.Conn(ctx); err != nil {
 			return err
 		}
 	}
-	for _, d := range disks {
-		if _, err := os.Lstat(d.Path); err == nil {
-			return fmt.Errorf("%s exists already; vbackup never writes over a file: move it away or restore into another folder", d.Path)
-		}
-	}
-	if err := os.MkdirAll(opts.To, 0o755); err != nil {
+	out := newOutput(env, opts.JSON, opts.Quiet)
+	ctx, intr := interruptible(ctx, env, interruptText{ending: "stopping the restore; no image is kept"})
+	defer intr.stop()
+	res, err := engine.Restore(ctx, req, out.printer, out.notes)
+	if err != nil {
 		return err
 	}
-	var servers []*qemunbd.Server
-	defer func() {
-		for _, s := range servers {
-			s.Close()
-		}
-	}()
-	for i, d := range disks {
-		md, _ := b.Disk(d.Name)
-		srv, err := qemunbd.Serve(ctx, b.File(md), md.Format)
-		if err != nil {
-			return fmt.Errorf("backup %s, disk %s: %w", b.Name(), d.Name, err)
-		}
-		servers = append(servers, srv)
-		disks[i].URI = srv.URI()
+	for _, d := range res.Disks {
+		out.notes.Infof("  %-6s -> %s (%s, content checksum matches the manifest)", d.Name, d.Path, progress.Capacity(d.Size))
 	}
-	out := env.Stdout
-	if opts.JSON || opts.Quiet {
-		out = env.Stderr
-	}
-	if !opts.Quiet {
-		fmt.Fprintf(out, "Restoring backup %s (%s, %s) into %s\n", b.Name(), b.Time.Local().Format("2006-01-02 15:04:05"), b.Level, opts.To)
-	}
-	if _, err := exportfetch.Run(ctx, disks, exportfetch.Options{Printer: newPrinter(env, opts.JSON, opts.Quiet), Now: env.Now, What: "restore", KeepCache: true}); err != nil {
-		// Run removed what it wrote; what is there now is not ours.
-		return fmt.Errorf("restoring backup %s: %w; no image was kept", b.Name(), err)
-	}
-	for _, s := range servers {
-		s.Close()
-	}
-	if err := checkRestored(ctx, b, disks); err != nil {
-		for _, d := range disks {
-			os.Remove(d.Path)
-		}
-		return err
-	}
-	if !opts.Quiet {
-		for _, d := range disks {
-			md, _ := b.Disk(d.Name)
-			fmt.Fprintf(out, "  %-6s -> %s (%s, content checksum matches the manifest)\n", d.Name, d.Path, capacity(md.VirtualSize))
-		}
-	}
-	if opts.Define == "" {
-		return nil
-	}
-	return defineRestored(ctx, env, conn, b, disks, opts)
-}
-
-// restoreDisks lists the images to write.
-func restoreDisks(b *chain.Backup, opts restoreOptions) ([]exportfetch.Disk, error) {
-	var names []string
-	for _, d := range b.Disks {
-		names = append(names, d.Name)
-	}
-	for _, want := range opts.Disks {
-		if !slices.Contains(names, want) {
-			return nil, fmt.Errorf("backup %s has no disk %q; it holds %s", b.Name(), want, strings.Join(names, ", "))
-		}
-	}
-	var out []exportfetch.Disk
-	for _, d := range b.Disks {
-		if len(opts.Disks) > 0 && !slices.Contains(opts.Disks, d.Name) {
-			continue
-		}
-		out = append(out, exportfetch.Disk{Name: d.Name, Format: opts.Format, Path: filepath.Join(opts.To, d.Name+"."+opts.Format)})
-	}
-	return out, nil
-}
-
-// checkRestored reads every restored image back and compares its content
-// with the checksum the backup recorded.
-func checkRestored(ctx context.Context, b *chain.Backup, disks []exportfetch.Disk) error {
-	for _, d := range disks {
-		md, _ := b.Disk(d.Name)
-		want, err := contentsum.Parse(md.Checksum)
-		if err != nil {
-			return fmt.Errorf("backup %s, disk %s: the manifest's checksum: %w", b.Name(), d.Name, err)
-		}
-		got, err := contentsum.File(ctx, d.Path, d.Format, contentsum.Options{})
-		if err != nil {
-			return fmt.Errorf("reading back %s: %w", d.Path, err)
-		}
-		if !got.Equal(want) {
-			return fmt.Errorf("the restored image of disk %s is not the disk of backup %s (content %s, manifest %s): the chain is damaged, and the image was removed; "+
-				"'vbackup verify --from %s' names the damaged backup", d.Name, b.Name(), got, want, filepath.Dir(b.Dir))
-		}
-	}
-	return nil
-}
-
-// defineRestored defines a new domain on the restored images.
-func defineRestored(ctx context.Context, env *Env, conn virt.Conn, b *chain.Backup, disks []exportfetch.Disk, opts restoreOptions) error {
-	images := map[string]xmlgen.RestoredDisk{}
-	for _, d := range disks {
-		images[d.Name] = xmlgen.RestoredDisk{Path: d.Path, Format: d.Format}
-	}
-	doc, notes, err := xmlgen.RestoredDomain(b.Domain.XML, opts.Define, images)
-	if err != nil {
-		return fmt.Errorf("backup %s: %w", b.Name(), err)
-	}
-	for _, n := range notes {
-		fmt.Fprintf(env.Stderr, "note: %s\n", n)
-	}
-	dom, err := conn.DefineDomain(ctx, doc)
-	if err != nil {
-		return fmt.Errorf("defining domain %s: %w; the images are in %s", opts.Define, err, opts.To)
-	}
-	if !opts.Quiet {
-		fmt.Fprintf(env.Stderr, "Domain %s defined on the restored images (not started): 'virsh start %s'\n", dom.Name(), dom.Name())
+	if res.Domain != "" && !opts.Quiet {
+		out.notes.Notef("Domain %s defined on the restored images (not started): 'virsh start %s'", res.Domain, res.Domain)
 	}
 	return nil
 }

@@ -7,8 +7,29 @@ import (
 	"github.com/urfave/cli/v3"
 )
 
+// The groups of 'vbackup --help', so that a newcomer finds the main job
+// first. The help sorts them by name, hence names that sort in this order.
+const (
+	categoryBackups     = "Back up, restore, verify (backups kept in a folder as qcow2 chains)"
+	categoryJobs        = "Backup jobs, in virsh's terms"
+	categoryCheckpoints = "Checkpoints, in virsh's terms"
+	categoryShell       = "Shell completion"
+)
+
 func newRoot(env *Env) *cli.Command {
-	return rootWith(env,
+	var subs []*cli.Command
+	subs = append(subs, in(categoryBackups,
+		newBackupCommand(env, runBackup),
+		newRestoreCommand(env, runRestore),
+		newVerifyCommand(env, runVerify),
+		newBackupsCommand(env, runBackups))...)
+	subs = append(subs, in(categoryJobs,
+		newBackupBeginCommand(env, runBackupBegin),
+		newBackupDumpXMLCommand(env, runBackupDumpXML),
+		newBackupEndCommand(env, runBackupEnd),
+		newBackupStatusCommand(env, runBackupStatus),
+		newBackupFetchCommand(env, runBackupFetch))...)
+	subs = append(subs, in(categoryCheckpoints,
 		newCheckpointCreateCommand(env, runCheckpointCreate),
 		newCheckpointCreateAsCommand(env, runCheckpointCreateAs),
 		newCheckpointListCommand(env, runCheckpointList),
@@ -16,17 +37,16 @@ func newRoot(env *Env) *cli.Command {
 		newCheckpointInfoCommand(env, runCheckpointInfo),
 		newCheckpointParentCommand(env, runCheckpointParent),
 		newCheckpointDeleteCommand(env, runCheckpointDelete),
-		newCheckpointEditCommand(env, runCheckpointEdit),
-		newBackupBeginCommand(env, runBackupBegin),
-		newBackupDumpXMLCommand(env, runBackupDumpXML),
-		newBackupEndCommand(env, runBackupEnd),
-		newBackupStatusCommand(env, runBackupStatus),
-		newBackupFetchCommand(env, runBackupFetch),
-		newBackupCommand(env, runBackup),
-		newRestoreCommand(env, runRestore),
-		newVerifyCommand(env, runVerify),
-		newBackupsCommand(env, runBackups),
-	)
+		newCheckpointEditCommand(env, runCheckpointEdit))...)
+	return rootWith(env, subs...)
+}
+
+// in puts commands in a category of the help.
+func in(category string, cmds ...*cli.Command) []*cli.Command {
+	for _, c := range cmds {
+		c.Category = category
+	}
+	return cmds
 }
 
 // rootWith builds the top command around subs; tests build it around one

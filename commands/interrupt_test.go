@@ -3,6 +3,7 @@ package commands
 import (
 	"bytes"
 	"context"
+	"errors"
 	"os"
 	"strings"
 	"sync"
@@ -11,15 +12,21 @@ import (
 	"time"
 )
 
-// signalledRun is a backup run whose Ctrl-C comes from the test.
-func signalledRun(t *testing.T) (*backupRun, chan os.Signal, func() string) {
+// signalledEnv is an Env whose Ctrl-C comes from the test.
+func signalledEnv(t *testing.T) (*Env, chan os.Signal, func() string) {
 	t.Helper()
 	env, _, stderr := testEnv(nil, nil)
 	sigs := make(chan os.Signal, 1)
 	env.Signals = func() (<-chan os.Signal, func()) { return sigs, func() {} }
 	out := &syncBuffer{b: stderr}
 	env.Stderr = out
-	return &backupRun{env: env}, sigs, out.String
+	return env, sigs, out.String
+}
+
+// backupInterrupts is what 'vbackup backup' says on a signal.
+var backupInterrupts = interruptText{
+	ending:     "ending the backup; nothing of it will be kept",
+	committing: "the backup is complete and being put in place; it is kept unless that fails",
 }
 
 // syncBuffer is a buffer the signal handler's goroutine writes while the
@@ -54,28 +61,32 @@ func waitFor(t *testing.T, what string, cond func() bool) {
 // Ctrl-C before the commit ends the run and says nothing is kept; the
 // commit then does not begin.
 func TestInterruptBeforeCommit(t *testing.T) {
-	r, sigs, stderr := signalledRun(t)
-	ctx, stop := r.interruptible(context.Background())
-	defer stop()
+	env, sigs, stderr := signalledEnv(t)
+	ctx, intr := interruptible(context.Background(), env, backupInterrupts)
+	defer intr.stop()
 	sigs <- syscall.SIGINT
 	waitFor(t, "the run to end", func() bool { return ctx.Err() != nil })
 	if !strings.Contains(stderr(), "nothing of it will be kept") {
 		t.Errorf("stderr %q does not say that nothing is kept", stderr())
 	}
-	if err := r.beginCommit(ctx); err == nil || !strings.Contains(err.Error(), "interrupted by interrupt") {
-		t.Errorf("beginCommit after Ctrl-C: %v; want the interruption", err)
+	err := intr.committing()
+	if err == nil || !strings.Contains(err.Error(), "interrupted by SIGINT") {
+		t.Errorf("committing after Ctrl-C: %v; want the interruption", err)
+	}
+	if !errors.Is(context.Cause(ctx), ErrInterrupted) || !errors.Is(err, ErrInterrupted) {
+		t.Errorf("the run ends with cause %v; want ErrInterrupted (exit 130)", context.Cause(ctx))
 	}
 }
 
 // Ctrl-C while the backup is being put in place leaves it to finish and
 // says it is kept; a second one still leaves at once.
 func TestInterruptWhileCommitting(t *testing.T) {
-	r, sigs, stderr := signalledRun(t)
+	env, sigs, stderr := signalledEnv(t)
 	exited := make(chan int, 1)
-	r.env.Exit = func(code int) { exited <- code }
-	ctx, stop := r.interruptible(context.Background())
-	defer stop()
-	if err := r.beginCommit(ctx); err != nil {
+	env.Exit = func(code int) { exited <- code }
+	ctx, intr := interruptible(context.Background(), env, backupInterrupts)
+	defer intr.stop()
+	if err := intr.committing(); err != nil {
 		t.Fatal(err)
 	}
 	sigs <- syscall.SIGTERM

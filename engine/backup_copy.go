@@ -1,0 +1,106 @@
+package engine
+
+import (
+	"context"
+	"fmt"
+	"os/exec"
+	"path/filepath"
+	"strings"
+
+	"vbackup/chain"
+	exportfetch "vbackup/fetch"
+	"vbackup/job"
+	"vbackup/progress"
+	"vbackup/xmlgen"
+)
+
+// plan builds the job: every chosen disk at its level, the checkpoint over
+// the disks that can carry a bitmap.
+func (b *Backup) plan(ctx context.Context) (job.Plan, error) {
+	spec := xmlgen.BackupSpec{Pull: !b.req.Push, Checkpoint: b.name}
+	for _, c := range b.dec.Disks {
+		d := xmlgen.BackupDisk{Name: c.Name, Full: c.Level == chain.Full}
+		if c.Level == chain.Incremental {
+			d.Incremental = b.dec.From.Name()
+		}
+		if b.req.Push {
+			d.Target, d.Format = filepath.Join(b.pending.Dir(), c.Name+".qcow2"), "qcow2"
+		}
+		spec.Disks = append(spec.Disks, d)
+	}
+	if b.req.Push {
+		if err := job.HandToQEMU(b.pending.Dir(), b.domainDisks); err != nil {
+			return job.Plan{}, err
+		}
+	}
+	// Where scratch files go is libvirt's business here: its notes are
+	// not the user's.
+	quiet := progress.NewNotifier(nil, nil)
+	return job.NewPlan(ctx, b.dom, job.PlanRequest{Spec: spec, CheckpointDescription: "vbackup backup into " + b.req.Dir,
+		Local: true, Disks: b.domainDisks, Sockets: b.req.Sockets, Now: b.req.Now()}, quiet)
+}
+
+// pull reads every export into the pending backup, then ends the job.
+func (b *Backup) pull(ctx context.Context, printer progress.Printer) (map[string]uint64, error) {
+	j, ok, err := job.Current(ctx, b.dom)
+	if err != nil {
+		return nil, err
+	}
+	if !ok {
+		return nil, fmt.Errorf("domain %q: the pull job ended before its exports could be read", b.dom.Name())
+	}
+	var disks []exportfetch.Disk
+	for _, d := range j.Disks {
+		fd := exportfetch.Disk{Name: d.Name, URI: j.ExportURI(d), Format: "qcow2", Bitmap: d.Bitmap(),
+			Path: filepath.Join(b.pending.Dir(), d.Name+".qcow2")}
+		if fd.Bitmap != "" {
+			prev, _ := b.dec.From.Disk(d.Name)
+			fd.Backing = b.pending.Backing(b.dec.From, prev)
+		}
+		disks = append(disks, fd)
+	}
+	res, err := exportfetch.Run(ctx, disks, exportfetch.Options{Connections: 4, KeepCache: true, Printer: printer, Now: b.req.Now})
+	if err != nil {
+		return nil, fmt.Errorf("reading the exports: %w", err)
+	}
+	if err := job.End(ctx, b.dom); err != nil {
+		return nil, err
+	}
+	b.req.Sockets.Remove(b.dom.Name())
+	copied := map[string]uint64{}
+	for _, d := range res.Disks {
+		copied[d.Name] = d.Copied
+	}
+	return copied, nil
+}
+
+// push waits for libvirt to write the images, then gives each incremental
+// image its place in the chain: libvirt writes the changed clusters into a
+// qcow2 of their own.
+func (b *Backup) push(ctx context.Context, printer progress.Printer) (map[string]uint64, error) {
+	err := job.Watch(ctx, b.dom, job.WatchOptions{Printer: printer, Notes: b.notes, KeepRecord: true, Now: b.req.Now,
+		Sockets: b.req.Sockets, Reconnect: b.req.Reconnect})
+	if err != nil {
+		return nil, err
+	}
+	copied := map[string]uint64{}
+	for _, c := range b.dec.Disks {
+		file := filepath.Join(b.pending.Dir(), c.Name+".qcow2")
+		n, err := allocatedBytes(ctx, file)
+		if err != nil {
+			return nil, err
+		}
+		copied[c.Name] = n
+		if c.Level != chain.Incremental {
+			continue
+		}
+		prev, _ := b.dec.From.Disk(c.Name)
+		backing := b.pending.Backing(b.dec.From, prev)
+		// -u: only the header changes; the backing file is read as it is.
+		cmd := exec.CommandContext(ctx, "qemu-img", "rebase", "-u", "-f", "qcow2", "-F", "qcow2", "-b", backing, file)
+		if out, err := cmd.CombinedOutput(); err != nil {
+			return nil, fmt.Errorf("disk %s: setting the backing file of %s: %v: %s", c.Name, file, err, strings.TrimSpace(string(out)))
+		}
+	}
+	return copied, nil
+}

@@ -1,0 +1,82 @@
+package engine
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os/exec"
+	"strings"
+
+	"vbackup/contentsum"
+)
+
+// allocatedBytes is the data an image holds itself (not its backing file's).
+func allocatedBytes(ctx context.Context, file string) (uint64, error) {
+	_, n, err := topLayer(ctx, file)
+	return n, err
+}
+
+// topLayer lists the ranges an image holds itself, data or zeroes (what an
+// overlay changed), and the bytes of data among them.
+func topLayer(ctx context.Context, file string) ([]contentsum.Range, uint64, error) {
+	// -U: until it is rebased, a push overlay's backing file is the live disk.
+	out, err := qemuImg(ctx, "map", "-U", "--output=json", "-f", "qcow2", file)
+	if err != nil {
+		return nil, 0, err
+	}
+	var extents []struct {
+		Start, Length uint64
+		Depth         int
+		Data, Zero    bool
+	}
+	if err := json.Unmarshal(out, &extents); err != nil {
+		return nil, 0, fmt.Errorf("qemu-img map %s: %w", file, err)
+	}
+	var ranges []contentsum.Range
+	var data uint64
+	for _, e := range extents {
+		if e.Depth != 0 || !(e.Data || e.Zero) {
+			continue
+		}
+		if e.Data {
+			data += e.Length
+		}
+		if n := len(ranges); n > 0 && ranges[n-1].Off+ranges[n-1].Len == e.Start {
+			ranges[n-1].Len += e.Length
+			continue
+		}
+		ranges = append(ranges, contentsum.Range{Off: e.Start, Len: e.Length})
+	}
+	return ranges, data, nil
+}
+
+// backingFile is the backing file name recorded in a qcow2 image.
+func backingFile(ctx context.Context, path string) (string, error) {
+	out, err := qemuImg(ctx, "info", "--output=json", "-f", "qcow2", path)
+	if err != nil {
+		return "", err
+	}
+	var info struct {
+		Backing string `json:"backing-filename"`
+	}
+	if err := json.Unmarshal(out, &info); err != nil {
+		return "", fmt.Errorf("qemu-img info %s: %w", path, err)
+	}
+	return info.Backing, nil
+}
+
+// qemuImg runs qemu-img and returns its output; a failure says what
+// qemu-img said about its last argument, the image.
+func qemuImg(ctx context.Context, args ...string) ([]byte, error) {
+	out, err := exec.CommandContext(ctx, "qemu-img", args...).Output()
+	if err == nil {
+		return out, nil
+	}
+	file := args[len(args)-1]
+	var ee *exec.ExitError
+	if errors.As(err, &ee) {
+		return nil, fmt.Errorf("qemu-img %s %s: %s", args[0], file, strings.TrimSpace(string(ee.Stderr)))
+	}
+	return nil, fmt.Errorf("qemu-img %s %s: %w", args[0], file, err)
+}

@@ -1,0 +1,114 @@
+package engine
+
+import (
+	"context"
+	"fmt"
+	"path/filepath"
+	"strings"
+
+	"vbackup/chain"
+	"vbackup/contentsum"
+)
+
+// Checked is one disk of one backup, verified.
+type Checked struct {
+	Backup   string `json:"backup"`
+	Disk     string `json:"disk"`
+	Status   string `json:"status"` // ok, damaged, depends (on a damaged backup), error
+	Checksum string `json:"checksum"`
+	Found    string `json:"found,omitempty"`
+	Detail   string `json:"detail,omitempty"`
+}
+
+// Verified counts what Verify checked.
+type Verified struct {
+	Disks, Backups int
+}
+
+// Verify reads back each disk of every backup in store (or of the one at
+// names: a backup, or latest; "all" for every one) through its chain,
+// recomputes its content checksum and compares it with the manifest; it
+// also checks that each overlay's backing file is the one the manifest
+// names. Each disk's outcome goes to report as it is known. A damaged
+// backup is named, and so are the later backups built on it; the error
+// lists every disk that does not match.
+func Verify(ctx context.Context, store *chain.Store, at string, report func(Checked) error) (Verified, error) {
+	backups := store.Backups
+	if at != "all" {
+		b, err := store.Find(at)
+		if err != nil {
+			return Verified{}, err
+		}
+		backups = []*chain.Backup{b}
+	}
+	if len(backups) == 0 {
+		return Verified{}, fmt.Errorf("%s holds no backups to verify", store.Dir)
+	}
+	damaged := map[string]string{} // backup/disk: the damaged backup it is or builds on
+	var bad []string
+	n := Verified{Backups: len(backups)}
+	for _, b := range backups {
+		for _, d := range b.Disks {
+			res := verifyDisk(ctx, store, b, d, damaged)
+			n.Disks++
+			if res.Status != "ok" {
+				bad = append(bad, fmt.Sprintf("%s (%s: %s)", b.Name(), d.Name, res.Status))
+				if res.Status == "damaged" || res.Status == "error" {
+					damaged[b.Name()+"/"+d.Name] = b.Name()
+				}
+			}
+			if err := report(res); err != nil {
+				return n, err
+			}
+		}
+	}
+	if len(bad) > 0 {
+		return n, fmt.Errorf("%d of %d disk images in %s do not match their manifests: %s", len(bad), n.Disks, store.Dir, strings.Join(bad, ", "))
+	}
+	return n, nil
+}
+
+// verifyDisk checks one disk of b. damaged maps backup/disk to the damaged
+// backup it is, for the backups checked before.
+func verifyDisk(ctx context.Context, store *chain.Store, b *chain.Backup, d chain.Disk, damaged map[string]string) Checked {
+	res := Checked{Backup: b.Name(), Disk: d.Name, Checksum: d.Checksum}
+	fail := func(status, detail string) Checked {
+		res.Status, res.Detail = status, detail
+		return res
+	}
+	links, err := store.Chain(b, d.Name)
+	if err != nil {
+		return fail("error", err.Error())
+	}
+	for _, l := range links[:len(links)-1] {
+		if bad, ok := damaged[l.Name()+"/"+d.Name]; ok {
+			return fail("depends", "builds on damaged backup "+bad)
+		}
+	}
+	if d.Level == chain.Incremental {
+		base, _ := store.Find(d.Backing)
+		bd, _ := base.Disk(d.Name)
+		want := filepath.Join("..", filepath.Base(base.Dir), bd.File)
+		got, err := backingFile(ctx, b.File(d))
+		if err != nil {
+			return fail("error", err.Error())
+		}
+		if got != want {
+			return fail("damaged", fmt.Sprintf("its backing file is %q, not %q", got, want))
+		}
+	}
+	want, err := contentsum.Parse(d.Checksum)
+	if err != nil {
+		return fail("error", "the manifest's checksum: "+err.Error())
+	}
+	got, err := contentsum.File(ctx, b.File(d), d.Format, contentsum.Options{})
+	if err != nil {
+		return fail("error", err.Error())
+	}
+	if !got.Equal(want) {
+		res.Found = got.String()
+		return fail("damaged", "content is "+got.String())
+	}
+	res.Status = "ok"
+	return res
+}
