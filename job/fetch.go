@@ -46,6 +46,9 @@ func (d Disk) Bitmap() string {
 // Fetch reads the exports of a running pull job into req.Dir. A failed
 // fetch keeps no incomplete file.
 func Fetch(ctx context.Context, j *Job, domain string, req FetchRequest) (exportfetch.Result, error) {
+	if req.Notes == nil {
+		req.Notes = progress.NewNotifier(nil, nil)
+	}
 	if err := virt.CheckDiskNames(fmt.Sprintf("the pull job of domain %q", domain), j.DiskNames(), req.Disks); err != nil {
 		return exportfetch.Result{}, err
 	}

@@ -41,6 +41,12 @@ func Watch(ctx context.Context, dom virt.Domain, opts WatchOptions) error {
 	if opts.Now == nil {
 		opts.Now = time.Now
 	}
+	if opts.Printer == nil {
+		opts.Printer = progress.NewQuiet()
+	}
+	if opts.Notes == nil {
+		opts.Notes = progress.NewNotifier(nil, nil)
+	}
 	if opts.started.IsZero() {
 		opts.started = opts.Now()
 	}
