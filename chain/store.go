@@ -35,6 +35,12 @@ func (b *Backup) File(d Disk) string { return filepath.Join(b.Dir, d.File) }
 type Store struct {
 	Dir     string
 	Backups []*Backup
+	// Removing is a backup that a prune was removing when it stopped: not
+	// listed, no longer what its manifest says, kept only while later
+	// backups still read through its files. The next prune or backup
+	// completes its removal.
+	Removing *Backup
+	Plan     []Planned // the merges of its removal
 }
 
 // Open reads the backups in dir. A folder that does not exist holds none. A
@@ -84,7 +90,40 @@ func Open(dir string) (*Store, error) {
 	if err := s.checkLinks(); err != nil {
 		return nil, err
 	}
+	removal, err := readRemoval(dir)
+	if err != nil {
+		return nil, err
+	}
+	if removal != nil {
+		for i, b := range s.Backups {
+			if b.Name() == removal.Backup {
+				s.Removing, s.Plan = b, removal.Merges
+				s.Backups = append(s.Backups[:i:i], s.Backups[i+1:]...)
+				break
+			}
+		}
+	}
 	return s, nil
+}
+
+// all is every backup whose files are in the folder, the one being removed
+// included, oldest first.
+func (s *Store) all() []*Backup {
+	if s.Removing == nil {
+		return s.Backups
+	}
+	out := append([]*Backup(nil), s.Backups...)
+	i, _ := slices.BinarySearchFunc(out, s.Removing, func(a, b *Backup) int { return a.Seq - b.Seq })
+	return slices.Insert(out, i, s.Removing)
+}
+
+// find is Find among all the backups whose files are here: a chain may
+// still read through the one being removed.
+func (s *Store) find(name string) (*Backup, error) {
+	if s.Removing != nil && s.Removing.Name() == name {
+		return s.Removing, nil
+	}
+	return s.Find(name)
 }
 
 // checkLinks makes sure every backup is of one domain and that every
@@ -152,7 +191,7 @@ func (s *Store) Chain(b *Backup, disk string) ([]*Backup, error) {
 		if d.Level == Full {
 			break
 		}
-		next, err := s.Find(d.Backing)
+		next, err := s.find(d.Backing)
 		if err != nil {
 			return nil, fmt.Errorf("backup %s, disk %s: %w", cur.Name(), disk, err)
 		}
