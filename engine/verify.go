@@ -3,7 +3,7 @@ package engine
 import (
 	"context"
 	"fmt"
-	"path/filepath"
+	"slices"
 	"strings"
 
 	"vbackup/chain"
@@ -29,9 +29,14 @@ type Verified struct {
 // names: a backup, or latest; "all" for every one) through its chain,
 // recomputes its content checksum and compares it with the manifest; it
 // also checks that each overlay's backing file is the one the manifest
-// names. Each disk's outcome goes to report as it is known. A damaged
-// backup is named, and so are the later backups built on it; the error
-// lists every disk that does not match.
+// names. Each disk's outcome goes to report as it is known, backup by
+// backup, disk by disk. A damaged backup is named, and so are the later
+// backups built on it; the error lists every disk that does not match.
+//
+// For all backups, each stored byte is read once: a full image whole, and
+// each overlay only the chunks it holds itself, the others' digests coming
+// from the point below, verified just before (see pointDigests). One
+// backup's chain is read whole.
 func Verify(ctx context.Context, store *chain.Store, at string, report func(Checked) error) (Verified, error) {
 	backups := store.Backups
 	if at != "all" {
@@ -44,12 +49,17 @@ func Verify(ctx context.Context, store *chain.Store, at string, report func(Chec
 	if len(backups) == 0 {
 		return Verified{}, fmt.Errorf("%s holds no backups to verify", store.Dir)
 	}
+	var below *pointDigests
+	if at == "all" {
+		below = newPointDigests(backups)
+	}
 	damaged := map[string]string{} // backup/disk: the damaged backup it is or builds on
 	var bad []string
 	n := Verified{Backups: len(backups)}
 	for _, b := range backups {
 		for _, d := range b.Disks {
-			res := verifyDisk(ctx, store, b, d, damaged)
+			res := verifyDisk(ctx, store, b, d, damaged, below)
+			below.done(b, d)
 			n.Disks++
 			if res.Status != "ok" {
 				bad = append(bad, fmt.Sprintf("%s (%s: %s)", b.Name(), d.Name, res.Status))
@@ -69,8 +79,9 @@ func Verify(ctx context.Context, store *chain.Store, at string, report func(Chec
 }
 
 // verifyDisk checks one disk of b. damaged maps backup/disk to the damaged
-// backup it is, for the backups checked before.
-func verifyDisk(ctx context.Context, store *chain.Store, b *chain.Backup, d chain.Disk, damaged map[string]string) Checked {
+// backup it is, for the backups checked before. below, if set, holds the
+// digests of the points verified before; nil: the chain is read whole.
+func verifyDisk(ctx context.Context, store *chain.Store, b *chain.Backup, d chain.Disk, damaged map[string]string, below *pointDigests) Checked {
 	res := Checked{Backup: b.Name(), Disk: d.Name, Checksum: d.Checksum}
 	fail := func(status, detail string) Checked {
 		res.Status, res.Detail = status, detail
@@ -86,14 +97,19 @@ func verifyDisk(ctx context.Context, store *chain.Store, b *chain.Backup, d chai
 		}
 	}
 	if d.Level == chain.Incremental {
-		base, _ := store.Find(d.Backing)
-		bd, _ := base.Disk(d.Name)
-		want := filepath.Join("..", filepath.Base(base.Dir), bd.File)
+		// What the manifest names, or, while an unfinished prune removes
+		// the backup below, the one below that: the removal rebases this
+		// image before its manifest says so.
+		names := store.BackingNames(b, d)
 		got, err := backingFile(ctx, b.File(d))
 		if err != nil {
 			return fail("error", err.Error())
 		}
-		if got != want {
+		if len(names) == 0 || !slices.Contains(names, got) {
+			want := ""
+			if len(names) > 0 {
+				want = names[0]
+			}
 			return fail("damaged", fmt.Sprintf("its backing file is %q, not %q", got, want))
 		}
 	}
@@ -101,7 +117,11 @@ func verifyDisk(ctx context.Context, store *chain.Store, b *chain.Backup, d chai
 	if err != nil {
 		return fail("error", "the manifest's checksum: "+err.Error())
 	}
-	got, err := contentsum.File(ctx, b.File(d), d.Format, contentsum.Options{})
+	opts, keep, err := below.options(ctx, b, d)
+	if err != nil {
+		return fail("error", err.Error())
+	}
+	got, err := contentsum.File(ctx, b.File(d), d.Format, opts)
 	if err != nil {
 		return fail("error", err.Error())
 	}
@@ -109,6 +129,7 @@ func verifyDisk(ctx context.Context, store *chain.Store, b *chain.Backup, d chai
 		res.Found = got.String()
 		return fail("damaged", "content is "+got.String())
 	}
+	keep(got)
 	res.Status = "ok"
 	return res
 }
