@@ -22,7 +22,8 @@ func newRoot(env *Env) *cli.Command {
 		newBackupCommand(env, runBackup),
 		newRestoreCommand(env, runRestore),
 		newVerifyCommand(env, runVerify),
-		newBackupsCommand(env, runBackups))...)
+		newBackupsCommand(env, runBackups),
+		newPruneCommand(env, runPrune))...)
 	subs = append(subs, in(categoryJobs,
 		newBackupBeginCommand(env, runBackupBegin),
 		newBackupDumpXMLCommand(env, runBackupDumpXML),

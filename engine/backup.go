@@ -19,14 +19,17 @@ import (
 
 // BackupRequest is one backup of a domain into its folder.
 type BackupRequest struct {
-	Dir     string   // the domain's backup folder, absolute
-	Level   string   // chain.WantAuto, WantFull or WantInc
-	Disks   []string // only these disks; all by default
-	Push    bool     // libvirt writes the images (default: vbackup reads the pull export)
-	Now     func() time.Time
-	Host    string // this host and process, recorded with the job so that
-	PID     int    // a later run can tell whether it was orphaned
-	Sockets job.Sockets
+	Dir   string   // the domain's backup folder, absolute
+	Level string   // chain.WantAuto, WantFull or WantInc
+	Disks []string // only these disks; all by default
+	Push  bool     // libvirt writes the images (default: vbackup reads the pull export)
+	// MaxChain, when above 0, makes the backup a full one once the
+	// folder's chain has that many incrementals since its last full.
+	MaxChain int
+	Now      func() time.Time
+	Host     string // this host and process, recorded with the job so that
+	PID      int    // a later run can tell whether it was orphaned
+	Sockets  job.Sockets
 	// Reconnect opens the connection again after libvirtd went away while
 	// a push is watched; nil: the push's outcome is then unknown.
 	Reconnect func(ctx context.Context) (virt.Conn, error)
@@ -113,6 +116,11 @@ func (b *Backup) checkDomain(ctx context.Context) error {
 func (b *Backup) Run(ctx context.Context, printer progress.Printer, committing func() error) (*chain.Backup, error) {
 	if err := b.claimFolder(); err != nil {
 		return nil, err
+	}
+	if b.store.Removing != nil {
+		if err := completeRemoval(ctx, b.store, b.notes); err != nil {
+			return nil, err
+		}
 	}
 	left, err := b.store.Leftovers()
 	if err != nil {

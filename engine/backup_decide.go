@@ -27,8 +27,20 @@ func (b *Backup) decide(ctx context.Context) error {
 		}
 	}
 	b.diskInfo = disks
-	if b.dec, err = chain.Decide(b.req.Level, b.dom.Name(), last, ok, why, disks); err != nil {
+	want := b.req.Level
+	long := b.req.MaxChain > 0 && want == chain.WantAuto && incrementals(b.store) >= b.req.MaxChain
+	if long {
+		want = chain.WantFull
+	}
+	if b.dec, err = chain.Decide(want, b.dom.Name(), last, ok, why, disks); err != nil {
 		return err
+	}
+	if long {
+		n, s := incrementals(b.store), "s"
+		if n == 1 {
+			s = ""
+		}
+		b.dec.Reason = fmt.Sprintf("%d incremental%s since the last full backup, as many as --max-chain %d allows", n, s, b.req.MaxChain)
 	}
 	b.name, err = b.checkpointName(ctx)
 	return err
@@ -146,4 +158,13 @@ func withoutParent(doc string) (string, bool) {
 	cp.Parent = nil
 	out, err := cp.Marshal()
 	return out, err == nil
+}
+
+// incrementals counts the incremental backups since the folder's last full.
+func incrementals(store *chain.Store) int {
+	n := 0
+	for i := len(store.Backups) - 1; i >= 0 && store.Backups[i].Level == chain.Incremental; i-- {
+		n++
+	}
+	return n
 }

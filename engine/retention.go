@@ -62,7 +62,10 @@ func (p Policy) Empty() bool {
 func (p Policy) String() string {
 	var parts []string
 	for _, r := range p.rules() {
-		if r.n > 0 {
+		switch {
+		case r.n > 0 && r.name == "last":
+			parts = append(parts, fmt.Sprintf("the %d newest", r.n))
+		case r.n > 0:
 			parts = append(parts, fmt.Sprintf("%d %s", r.n, r.name))
 		}
 	}
@@ -79,6 +82,7 @@ func (p Policy) String() string {
 // Verdict is what the policy says of one backup.
 type Verdict struct {
 	Backup  *chain.Backup
+	Level   string // the backup's level when it was judged (a merge may change it)
 	Keep    bool
 	Reasons []string // why it is kept
 }
@@ -126,7 +130,7 @@ func (p Policy) Apply(backups []*chain.Backup) []Verdict {
 	// Newest first, as restic walks its snapshots.
 	for n, i := 0, len(backups)-1; i >= 0; n, i = n+1, i-1 {
 		b := backups[i]
-		v := Verdict{Backup: b}
+		v := Verdict{Backup: b, Level: b.Level}
 		t := b.Time.In(loc)
 		for k, r := range rules {
 			if left[k] == 0 {

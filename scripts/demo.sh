@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # make demo: a throwaway libvirtd + QEMU domain backed up for real by
 # vbackup: a full backup, a guest write, an incremental backup, verify,
-# restore, and the proof that the restored disks equal the domain's. Then a
-# damaged backup, and verify naming it. Everything lives in one temporary
+# restore, and the proof that the restored disks equal the domain's; a
+# third backup and a prune that merges the oldest away. Then a damaged
+# backup, and verify naming it. Everything lives in one temporary
 # folder, removed at the end.
 set -euo pipefail
 vbackup=$(realpath "${1:-bin/vbackup}")
@@ -52,7 +53,13 @@ bold "# ... and the first point differs from the latest exactly where the guest 
 vb restore --from "$out" --at "$first" --to "$restored/first" --disk vda --quiet
 run qemu-img compare "$restored/first/vda.qcow2" "$restored/latest/vda.qcow2" || echo "(exit status $?: the write at 8 MiB)"
 
-bold "# 6. One byte of the incremental overlay damaged: verify names that backup"
+bold "# 6. A third backup, then prune keeps the last two: the full takes the next backup's data and its place"
+"$here/testbed.sh" write "$bed" demo vda 0xee 64M 1M
+vb backup demo --to "$out" --quiet
+vb prune --from "$out" --keep-last 2
+vb verify --from "$out"
+
+bold "# 7. One byte of the incremental overlay damaged: verify names that backup"
 last=$(ls "$out" | tail -n1)
 offset=$(qemu-img map -U --output=json "$out/$last/vda.qcow2" | grep -m1 '"depth": 0, .*"data": true' | sed 's/.*"offset": \([0-9]*\).*/\1/')
 printf '\x00' | dd of="$out/$last/vda.qcow2" bs=1 seek="$offset" conv=notrunc status=none

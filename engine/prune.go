@@ -1,0 +1,190 @@
+package engine
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"syscall"
+	"time"
+
+	"vbackup/chain"
+	"vbackup/contentsum"
+	"vbackup/progress"
+)
+
+// PruneRequest is one prune of a backup folder.
+type PruneRequest struct {
+	Dir    string
+	Policy Policy
+	DryRun bool // judge and estimate, change nothing
+	Now    func() time.Time
+}
+
+// Pruned is what a prune did (or, dry, would do).
+type Pruned struct {
+	Verdicts []Verdict // every backup, oldest first
+	Merges   []Merge
+	// Freed is the space given back: measured, or estimated when dry.
+	Freed uint64
+	// Completed names a removal that an interrupted prune left half done,
+	// completed first.
+	Completed string
+}
+
+// Merge is one disk of a removed backup whose data moved into the backup
+// built on it, so that this one still reads as it did.
+type Merge struct {
+	Removed, Into, Disk string
+	// Down: the removed image was a full one, and the next one's data went
+	// into it, which then took the next one's place. Otherwise the removed
+	// image's data that the next one does not overwrite went up into it,
+	// and it was rebased onto the image below.
+	Down  bool
+	Bytes uint64 // the data of the overlay merged
+}
+
+// Prune removes the backups the policy does not keep, merging each removed
+// point that a kept one builds on, so that every kept point still restores
+// exactly what its manifest says. Each removal is recorded in the folder
+// before it changes anything, and every step of it can be repeated: a
+// prune stopped at any moment is completed by the next prune or backup.
+func Prune(ctx context.Context, req PruneRequest, notes progress.Notifier) (Pruned, error) {
+	var out Pruned
+	// Refused before the lock, whose file would be the first change.
+	if first, err := OpenFolder(req.Dir); err != nil {
+		return out, err
+	} else if len(first.Backups) == 0 && first.Removing == nil {
+		return out, fmt.Errorf("%s holds no backups to prune (no backup folder with a %s in it)", req.Dir, chain.ManifestFile)
+	}
+	unlock, err := chain.Lock(req.Dir)
+	if err != nil {
+		return out, err
+	}
+	defer unlock()
+	store, err := chain.Open(req.Dir)
+	if err != nil {
+		return out, err
+	}
+	if store.Removing != nil {
+		if req.DryRun {
+			notes.Notef("note: an interrupted prune left the removal of backup %s half done; the next prune or backup completes it", store.Removing.Name())
+		} else {
+			out.Completed = store.Removing.Name()
+			if err := completeRemoval(ctx, store, notes); err != nil {
+				return out, err
+			}
+		}
+	}
+	if len(store.Backups) == 0 {
+		return out, fmt.Errorf("%s holds no backups to prune", req.Dir)
+	}
+	out.Verdicts = req.Policy.Apply(store.Backups)
+	before := storedBytes(req.Dir)
+	dry := &dryRun{full: map[string]bool{}, ranges: map[string][]contentsum.Range{}}
+	for _, v := range out.Verdicts {
+		if v.Keep {
+			continue
+		}
+		if req.DryRun {
+			freed, merges, err := dry.removalCost(ctx, store, v.Backup)
+			if err != nil {
+				return out, err
+			}
+			out.Freed += freed
+			out.Merges = append(out.Merges, merges...)
+			continue
+		}
+		merges, err := remove(ctx, store, v.Backup, req.Now())
+		out.Merges = append(out.Merges, merges...)
+		if err != nil {
+			return out, err
+		}
+	}
+	if !req.DryRun {
+		if after := storedBytes(req.Dir); after < before {
+			out.Freed = before - after
+		}
+	}
+	return out, nil
+}
+
+// completeRemoval finishes the removal an interrupted prune left, by the
+// plan it recorded.
+func completeRemoval(ctx context.Context, store *chain.Store, notes progress.Notifier) error {
+	r := store.Removing
+	notes.Notef("note: completing the removal of backup %s, which an interrupted prune left half done", r.Name())
+	if _, err := merge(ctx, store, r, store.Plan); err != nil {
+		return fmt.Errorf("completing the removal of backup %s: %w", r.Name(), err)
+	}
+	return store.EndRemoval()
+}
+
+// remove takes backup r out of the store, merging each of its disks into
+// the backup built on it.
+func remove(ctx context.Context, store *chain.Store, r *chain.Backup, now time.Time) ([]Merge, error) {
+	var plan []chain.Planned
+	for _, d := range r.Disks {
+		deps := store.Dependents(r, d.Name)
+		switch len(deps) {
+		case 0:
+		case 1:
+			plan = append(plan, chain.Planned{Disk: d.Name, Into: deps[0].Name()})
+		default:
+			return nil, fmt.Errorf("backup %s: disk %s is the base of %d later backups (%s and %s); it cannot be merged into both, so it is kept",
+				r.Name(), d.Name, len(deps), deps[0].Name(), deps[1].Name())
+		}
+	}
+	if err := store.BeginRemoval(r, plan, now); err != nil {
+		return nil, err
+	}
+	if err := stop("recorded"); err != nil {
+		return nil, err
+	}
+	merges, err := merge(ctx, store, r, plan)
+	if err != nil {
+		return merges, fmt.Errorf("removing backup %s: %w; the next prune or backup completes it", r.Name(), err)
+	}
+	if err := stop("merged"); err != nil {
+		return merges, err
+	}
+	return merges, store.EndRemoval()
+}
+
+// merge carries out a removal's plan.
+func merge(ctx context.Context, store *chain.Store, r *chain.Backup, plan []chain.Planned) ([]Merge, error) {
+	var merges []Merge
+	for _, p := range plan {
+		d, ok := r.Disk(p.Disk)
+		if !ok {
+			return merges, fmt.Errorf("backup %s has no disk %s", r.Name(), p.Disk)
+		}
+		next, err := store.Find(p.Into)
+		if err != nil {
+			return merges, err
+		}
+		m, err := mergeDisk(ctx, store, r, d, next)
+		if err != nil {
+			return merges, err
+		}
+		merges = append(merges, m)
+	}
+	return merges, nil
+}
+
+// storedBytes is the space the folder's files take.
+func storedBytes(dir string) uint64 {
+	var n uint64
+	_ = filepath.WalkDir(dir, func(path string, e os.DirEntry, err error) error {
+		if err != nil || e.IsDir() {
+			return nil
+		}
+		if fi, err := e.Info(); err == nil {
+			if st, ok := fi.Sys().(*syscall.Stat_t); ok {
+				n += uint64(st.Blocks) * 512
+			}
+		}
+		return nil
+	})
+	return n
+}
