@@ -1,0 +1,128 @@
+#!/usr/bin/env bash
+# bench/prune.sh: what keeping backups for years costs, on a rolling chain.
+# A domain with SIZE_MB of disk holding DATA_MB of random data is backed up
+# CHAIN times, with CHANGE_MB of new data written before each incremental.
+# Then, side by side in one run, each measured RUNS times (alternated where
+# two things are compared) after sync and drop_caches:
+#   prune of the oldest backup (the daily steady state of --keep-daily N)
+#       against copying the merged overlay's bytes (cp + fsync of its file);
+#   restore of the newest point of the CHAIN-long chain
+#       against restore of a single full backup of the same disk;
+#   verify of the whole folder: bytes read from storage against bytes stored.
+# Reported: medians and ratios. The issue's targets: prune at most 2x the
+# copy, restore at most 1.2x the single full, verify at most 1.2x stored.
+#
+# Usage: bench/prune.sh   (as root)
+# Environment: RUNS (3), SIZE_MB (4096), DATA_MB (2048), CHANGE_MB (64),
+# CHAIN (30). A quick check: SIZE_MB=512 DATA_MB=256 CHANGE_MB=16 CHAIN=5 RUNS=1.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+RUNS=${RUNS:-3} SIZE_MB=${SIZE_MB:-4096} DATA_MB=${DATA_MB:-2048} CHANGE_MB=${CHANGE_MB:-64} CHAIN=${CHAIN:-30}
+
+die() { echo "bench: $*" >&2; exit 1; }
+for v in RUNS SIZE_MB DATA_MB CHANGE_MB CHAIN; do
+  [[ ${!v} =~ ^[1-9][0-9]*$ ]] || die "$v must be a positive integer, not '${!v}'"
+done
+[ "$DATA_MB" -le "$SIZE_MB" ] || die "DATA_MB ($DATA_MB) is larger than SIZE_MB ($SIZE_MB)"
+[ "$CHANGE_MB" -le "$DATA_MB" ] || die "CHANGE_MB ($CHANGE_MB) is larger than DATA_MB ($DATA_MB)"
+[ "$CHAIN" -ge 2 ] || die "CHAIN must be 2 or more"
+[ "$(id -u)" -eq 0 ] || die "must run as root (the test bed, drop_caches)"
+make -s build >/dev/null # installs libvirt, QEMU, bc, ... (scripts/install-deps.sh)
+command -v bc >/dev/null || die "bc is missing (apt-get install bc)"
+vb=$PWD/bin/vbackup
+
+dom=vbp-$$
+bed=$(mktemp -d /tmp/vbp.XXXXXX)
+trap 'scripts/testbed.sh down "$bed" >/dev/null 2>&1 || true; rm -rf "/run/vbackup/$dom"' EXIT
+export LIBVIRT_DEFAULT_URI=$(scripts/testbed.sh up "$bed" 2>/dev/null)
+scripts/testbed.sh domain "$bed" "$dom" "vda:qcow2:${SIZE_MB}M" >/dev/null
+img=$bed/images/$dom/vda.qcow2
+echo "bench: filling ${DATA_MB} MiB of ${SIZE_MB} MiB with random data..." >&2
+virsh -q destroy "$dom" >/dev/null
+head -c "$((DATA_MB << 20))" /dev/urandom >"$bed/rand.raw"
+truncate -s "${SIZE_MB}M" "$bed/rand.raw"
+qemu-img convert -n -f raw -O qcow2 "$bed/rand.raw" "$img"
+rm -f "$bed/rand.raw"
+chown vbtest "$img"
+virsh -q start "$dom" >/dev/null
+
+now() { date +%s.%N; }
+median() { sort -g | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
+m() { echo "$1" | tr ' ' '\n' | grep . | median; }
+settle() { sync; echo 3 >/proc/sys/vm/drop_caches; }
+log=$bed/cmd.log
+# timed CMD...: T is its wall time, after settle.
+timed() {
+  local s
+  settle
+  s=$(now)
+  "$@" >"$log" 2>&1 || { echo "bench: FAILED: $*" >&2; sed 's/^/  | /' "$log" >&2; exit 1; }
+  T=$(echo "$(now) - $s" | bc)
+}
+n=0
+# change: CHANGE_MB of new data, at a new place of the data each time.
+change() {
+  n=$((n + 1))
+  local off=$(((n * CHANGE_MB) % (DATA_MB - CHANGE_MB + 1)))
+  scripts/testbed.sh write "$bed" "$dom" vda "$(printf '0x%02x' $((n % 256)))" "${off}M" "${CHANGE_MB}M"
+}
+
+out=$bed/chain single=$bed/single
+echo "bench: $CHAIN backups..." >&2
+"$vb" backup "$dom" --to "$out" --quiet
+for _ in $(seq $((CHAIN - 1))); do change; "$vb" backup "$dom" --to "$out" --quiet; done
+
+declare -A t
+for i in $(seq "$RUNS"); do
+  echo "bench: run $i of $RUNS" >&2
+  rm -rf "$bed/r1" "$bed/r2" "$single"
+  change
+  "$vb" backup "$dom" --to "$out" --quiet
+  # A single full of the disk as the chain's newest point holds it.
+  "$vb" backup "$dom" --to "$single" --level full --quiet
+  if [ $((i % 2)) -eq 1 ]; then
+    timed "$vb" restore --from "$out" --to "$bed/r1" --quiet; t[chain]+="$T "
+    timed "$vb" restore --from "$single" --to "$bed/r2" --quiet; t[single]+="$T "
+  else
+    timed "$vb" restore --from "$single" --to "$bed/r2" --quiet; t[single]+="$T "
+    timed "$vb" restore --from "$out" --to "$bed/r1" --quiet; t[chain]+="$T "
+  fi
+  qemu-img compare -q "$bed/r1/vda.qcow2" "$bed/r2/vda.qcow2" || die "the chain's newest point and the single full differ"
+  rm -rf "$bed/r1" "$bed/r2"
+
+  # Prune the chain back to CHAIN: the oldest full takes the next
+  # backup's overlay. The copy it is compared with is that overlay's file,
+  # copied and fsynced.
+  second=$(ls "$out" | sed -n 2p)
+  overlay=$out/$second/vda.qcow2
+  merged=$(qemu-img map -U --output=json "$overlay" | awk -F'"length": ' '/"depth": 0,.*"data": true/ {split($2,a,","); s+=a[1]} END {print s}')
+  copy() { cp --sparse=always "$overlay" "$bed/copy" && sync "$bed/copy"; }
+  prune() {
+    timed "$vb" prune --from "$out" --keep-last "$CHAIN"
+    t[prune]+="$T "
+    grep -q "Removed 1 of $((CHAIN + 1)) backups" "$log" || die "prune did not remove one backup: $(cat "$log")"
+  }
+  if [ $((i % 2)) -eq 1 ]; then
+    timed copy; t[copy]+="$T "; rm -f "$bed/copy"
+    prune
+  else
+    prune
+    # The overlay is gone: copy a file of the same size instead.
+    head -c "$merged" /dev/urandom >"$bed/same" && overlay=$bed/same
+    timed copy; t[copy]+="$T "; rm -f "$bed/copy" "$bed/same"
+  fi
+done
+
+# verify: what the process tree read from storage (read_bytes of the shell
+# that reaped it), against what the folder stores.
+settle
+read_bytes=$(sh -c "'$vb' verify --from '$out' >/dev/null 2>&1; grep '^read_bytes' /proc/\$\$/io" | awk '{print $2}')
+stored=$(du -sB1 "$out" | cut -f1)
+"$vb" verify --from "$out" --at all >/dev/null 2>&1 || die "verify failed"
+
+r() { echo "scale=2; $1 / $2" | bc; }
+echo "runs (s): prune ${t[prune]}| copy ${t[copy]}| restore chain ${t[chain]}| restore single ${t[single]}" >&2
+printf '%-52s %10s %10s %8s\n' "case ($CHAIN backups, ${CHANGE_MB} MiB changed each)" vbackup reference ratio
+printf '%-52s %9ss %9ss %7sx\n' "prune of the oldest vs cp + fsync of the overlay" "$(m "${t[prune]}")" "$(m "${t[copy]}")" "$(r "$(m "${t[prune]}")" "$(m "${t[copy]}")")"
+printf '%-52s %9ss %9ss %7sx\n' "restore of the newest vs restore of a single full" "$(m "${t[chain]}")" "$(m "${t[single]}")" "$(r "$(m "${t[chain]}")" "$(m "${t[single]}")")"
+printf '%-52s %9sM %9sM %7sx\n' "verify of the folder: bytes read vs stored" "$((read_bytes >> 20))" "$((stored >> 20))" "$(r "$read_bytes" "$stored")"
