@@ -26,11 +26,9 @@ import (
 //     overwrite is copied up into next, which is rebased onto prev's image.
 func mergeDisk(ctx context.Context, store *chain.Store, r *chain.Backup, d chain.Disk, next *chain.Backup) (Merge, error) {
 	nd, _ := next.Disk(d.Name)
-	m := Merge{Removed: r.Name(), Into: next.Name(), Disk: d.Name, Down: d.Level == chain.Full}
+	// What next copied from the domain is what its overlay holds.
+	m := Merge{Removed: r.Name(), Into: next.Name(), Disk: d.Name, Down: d.Level == chain.Full, Bytes: nd.Copied}
 	nextImg, rImg := next.File(nd), r.File(d)
-	if _, n, err := topLayer(ctx, nextImg); err == nil {
-		m.Bytes = n
-	}
 	backing, err := backingFile(ctx, nextImg)
 	if err != nil {
 		return m, err
