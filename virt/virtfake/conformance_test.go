@@ -1,0 +1,23 @@
+package virtfake_test
+
+import (
+	"testing"
+
+	"vbackup/virt"
+	"vbackup/virt/virtfake"
+	"vbackup/virt/virttest"
+)
+
+// The fake is the third subject of the conformance suite, beside libvirt's
+// test driver and a real libvirtd (virt/libvirtconn): what it asserts of
+// them, it asserts of the fake.
+func TestConformance(t *testing.T) {
+	virttest.Run(t, func(t *testing.T) virttest.Subject {
+		conn := virtfake.New()
+		conn.AddDomain(virtfake.DomainSpec{Name: "vm1", Disks: []virt.Disk{
+			{Target: "vda", Format: "qcow2", Source: "/guest/vm1-vda.qcow2"},
+			{Target: "vdb", Format: "raw", Source: "/guest/vm1-vdb.img"},
+		}})
+		return virttest.Subject{Conn: conn, Domain: "vm1", Size: true, Folder: func(t *testing.T) string { return t.TempDir() }}
+	})
+}
