@@ -27,10 +27,14 @@ check: deps
 	@echo '== go vet'; $(GO) vet ./...
 	@echo '== go mod tidy'; $(GO) mod tidy -diff
 	@echo '== pure packages build without cgo'; CGO_ENABLED=0 $(GO) build $(PURE_PKGS)
+	@echo '== the engine, the job and the fake are vetted without cgo'; CGO_ENABLED=0 $(GO) vet ./job/... ./engine/... ./virt/virtfake/...
 
 # All three layers: pure and golden tests, libvirt's test driver, and a real
 # libvirtd + QEMU started here in a throwaway folder and stopped afterwards.
+# The engine's and the job's fast tests run first without cgo, against the
+# in-memory libvirt: they need neither the binding nor the bed.
 test: check
+	@echo '== fast tests without cgo or the bed'; CGO_ENABLED=0 $(GO) test -count=1 ./job/... ./engine/... ./virt/virtfake/...
 	@bed=$$(mktemp -d /tmp/vbackup-bed.XXXXXX) && \
 	  scripts/testbed.sh up "$$bed" >/dev/null && \
 	  { VBACKUP_TESTBED="$$bed" $(GO) test -race -count=1 ./...; rc=$$?; \
