@@ -79,6 +79,12 @@ type Disk struct {
 	// MiB, relative to the backup's folder), which the next incremental
 	// reuses for what did not change.
 	Digests string `json:"digests,omitempty"`
+	// DigestsChanged says that Digests holds only the chunks this image
+	// changed, as 40-byte records (the chunk's index, big-endian, and its
+	// digest) in order: an incremental's file grows with what changed, not
+	// with the disk. The disk's digests at this point are the chain's full
+	// file with each incremental's records laid over it.
+	DigestsChanged bool `json:"digests_changed,omitempty"`
 }
 
 // Disk returns the disk named name.

@@ -115,20 +115,26 @@ func TestBackupChainRestoreVerify(t *testing.T) {
 	if strings.Contains(r.stderr, "reading all") {
 		t.Errorf("the incremental did not reuse the full backup's chunk digests:\n%s", r.stderr)
 	}
-	// Damaged chunk digests are never trusted: the next checksum reads all.
-	sums := filepath.Join(storeBackups(t, dir)[1].Dir, "vda.sums")
-	data, err := os.ReadFile(sums)
-	if err != nil || len(data) != 64*32 {
-		t.Fatalf("%s: %d bytes, %v; want 32 per MiB of the disk", sums, len(data), err)
+	// The full keeps every chunk's digest; the incremental only those of
+	// the chunks it changed (one MiB: one record of index and digest), so
+	// that what it adds grows with the change, not the disk.
+	if data, err := os.ReadFile(filepath.Join(storeBackups(t, dir)[0].Dir, "vda.sums")); err != nil || len(data) != 64*32 {
+		t.Fatalf("the full's vda.sums: %d bytes, %v; want 32 per MiB of the disk", len(data), err)
 	}
-	data[100] ^= 1
+	sums := filepath.Join(storeBackups(t, dir)[1].Dir, "vda.changed.sums")
+	data, err := os.ReadFile(sums)
+	if err != nil || len(data) != 40 {
+		t.Fatalf("%s: %d bytes, %v; want one record of 40 bytes for the 1 MiB changed", sums, len(data), err)
+	}
+	// Damaged chunk digests are never trusted: the next checksum reads all.
+	data[20] ^= 1
 	os.WriteFile(sums, data, 0o644)
 
 	bed.Write(t, dom, "vda", 0xbb, 40<<20, 2<<20) // B
 	r = vb(t, open, "backup", dom, "--to", dir, "--level", "inc")
 	wantCode(t, r, ExitOK)
 	wantStderr(t, r, "the chunk digests of vda in backup "+storeBackups(t, dir)[1].Name()+" do not match its checksum: reading all of it")
-	data[100] ^= 1
+	data[20] ^= 1
 	os.WriteFile(sums, data, 0o644)
 	points = append(points, sourceSums(t, bed, dom, "vda", "vdb"))
 

@@ -95,6 +95,10 @@ func TestPruneChainRestores(t *testing.T) {
 	if !strings.Contains(r.stdout, "incremental (changes since backup "+names[3]) {
 		t.Errorf("the backup after prune is not incremental from the newest:\n%s", r.stdout)
 	}
+	// The merges kept the chunk digests true: only the change is read.
+	if strings.Contains(r.stderr, "reading all") {
+		t.Errorf("after prune the chunk digests were not usable:\n%s", r.stderr)
+	}
 	wantCode(t, vb(t, open, "verify", "--from", dir), ExitOK)
 
 	// --json: one object.

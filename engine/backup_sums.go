@@ -2,8 +2,10 @@ package engine
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"time"
@@ -55,62 +57,57 @@ func (b *Backup) manifest(ctx context.Context, started time.Time, copied map[str
 }
 
 // checksum computes a disk's content checksum through its new chain, and
-// keeps its chunk digests beside the image. An incremental reads only the
+// keeps its chunk digests beside the image: every chunk's for a full, only
+// the changed chunks' for an incremental. An incremental reads only the
 // chunks its overlay changed, taking the others' digests from the backup it
 // builds on, once they are proven to be that backup's.
 func (b *Backup) checksum(ctx context.Context, d *chain.Disk) (contentsum.Sum, error) {
 	image := filepath.Join(b.pending.Dir(), d.File)
-	d.Digests = d.Name + ".sums"
+	var opts contentsum.Options
+	var changed []contentsum.Range
+	d.Digests = allDigestsFile(d.Name)
+	if d.Level == chain.Incremental {
+		var err error
+		if changed, _, err = topLayer(ctx, image); err != nil {
+			return contentsum.Sum{}, err
+		}
+		prev, _ := b.dec.From.Disk(d.Name)
+		if all := b.earlier(d.Name); all != nil {
+			opts.Earlier = &contentsum.Earlier{Digests: bytes.NewReader(all), Size: prev.VirtualSize, Changed: changed}
+		}
+		d.Digests, d.DigestsChanged = changedDigestsFile(d.Name), true
+	}
 	f, err := os.OpenFile(filepath.Join(b.pending.Dir(), d.Digests), os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
 	if err != nil {
 		return contentsum.Sum{}, err
 	}
 	defer f.Close()
-	w := bufio.NewWriter(f)
-	opts := contentsum.Options{Digests: w}
-	if d.Level == chain.Incremental {
-		prev, _ := b.dec.From.Disk(d.Name)
-		earlier, closeEarlier, err := b.earlier(ctx, prev, image)
-		if err != nil {
-			return contentsum.Sum{}, err
-		}
-		defer closeEarlier()
-		opts.Earlier = earlier
+	var sink interface {
+		io.Writer
+		Flush() error
+	} = bufio.NewWriter(f)
+	if d.DigestsChanged {
+		sink = newChangedRecords(f, changed)
 	}
+	opts.Digests = sink
 	sum, err := contentsum.File(ctx, image, d.Format, opts)
 	if err != nil {
 		return sum, err
 	}
-	if err := w.Flush(); err != nil {
+	if err := sink.Flush(); err != nil {
 		return sum, err
 	}
 	return sum, f.Close()
 }
 
-// earlier is the state of a disk in the backup an incremental builds on,
-// or nil (everything is then read) when its digests are missing or are
-// not those of its checksum.
-func (b *Backup) earlier(ctx context.Context, prev chain.Disk, image string) (*contentsum.Earlier, func(), error) {
-	none := func() {}
-	if prev.Digests == "" {
-		return nil, none, nil
-	}
-	f, err := os.Open(b.dec.From.File(chain.Disk{File: prev.Digests}))
+// earlier is every chunk digest of a disk in the backup an incremental
+// builds on, or nil (everything is then read) when they cannot be had or
+// are not those of its checksum.
+func (b *Backup) earlier(disk string) []byte {
+	all, err := digestsAt(b.store, b.dec.From, disk)
 	if err != nil {
-		b.notes.Notef("note: %v: reading all of %s to checksum it", err, prev.Name)
-		return nil, none, nil
+		b.notes.Notef("note: the chunk digests of %s in backup %s %v: reading all of it to checksum it", disk, b.dec.From.Name(), err)
+		return nil
 	}
-	want, perr := contentsum.Parse(prev.Checksum)
-	got, err := contentsum.OfDigests(bufio.NewReader(f), prev.VirtualSize)
-	if perr != nil || err != nil || !got.Equal(want) {
-		f.Close()
-		b.notes.Notef("note: the chunk digests of %s in backup %s do not match its checksum: reading all of it to checksum it", prev.Name, b.dec.From.Name())
-		return nil, none, nil
-	}
-	changed, _, err := topLayer(ctx, image)
-	if err != nil {
-		f.Close()
-		return nil, none, err
-	}
-	return &contentsum.Earlier{Digests: f, Size: prev.VirtualSize, Changed: changed}, func() { f.Close() }, nil
+	return all
 }

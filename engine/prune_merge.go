@@ -35,7 +35,7 @@ func mergeDisk(ctx context.Context, store *chain.Store, r *chain.Backup, d chain
 	}
 	rName := relative(r, d)
 	if m.Down {
-		return m, mergeDown(ctx, store, next, nd, nextImg, rImg, rName, backing)
+		return m, mergeDown(ctx, store, r, d, next, nd, nextImg, rImg, rName, backing)
 	}
 	prev, err := store.Chain(r, d.Name)
 	if err != nil {
@@ -43,14 +43,14 @@ func mergeDisk(ctx context.Context, store *chain.Store, r *chain.Backup, d chain
 	}
 	below := prev[len(prev)-2]
 	bd, _ := below.Disk(d.Name)
-	return m, rebaseUp(ctx, store, next, nd, nextImg, rName, relative(below, bd), below.Name(), backing)
+	return m, rebaseUp(ctx, store, r, d, next, nd, nextImg, rName, relative(below, bd), below.Name(), backing)
 }
 
 // mergeDown commits next's overlay into r's full image, then gives that
 // image next's name. The manifest says full before the rename: until then
 // next's file is an overlay on a base that holds next's data, which reads
 // the same.
-func mergeDown(ctx context.Context, store *chain.Store, next *chain.Backup, nd chain.Disk, nextImg, rImg, rName, backing string) error {
+func mergeDown(ctx context.Context, store *chain.Store, r *chain.Backup, d chain.Disk, next *chain.Backup, nd chain.Disk, nextImg, rImg, rName, backing string) error {
 	_, statErr := os.Stat(rImg)
 	switch {
 	case statErr == nil && backing == rName:
@@ -67,12 +67,17 @@ func mergeDown(ctx context.Context, store *chain.Store, next *chain.Backup, nd c
 		return fmt.Errorf("disk %s: %s builds on %q, not on %s as expected; nothing was merged", nd.Name, nextImg, backing, rName)
 	}
 	if nd.Level != chain.Full {
+		sums, changed, err := digestsAfterMerge(store, r, next, d, true)
+		if err != nil {
+			return err
+		}
 		m := next.Manifest
 		m.Disks = append([]chain.Disk(nil), m.Disks...)
 		for i := range m.Disks {
 			if m.Disks[i].Name == nd.Name {
 				m.Disks[i].Level, m.Disks[i].Backing = chain.Full, ""
 				m.Disks[i].Reason = "merged with the full image of a pruned backup"
+				m.Disks[i].Digests, m.Disks[i].DigestsChanged = sums, changed
 			}
 		}
 		if allFull(m.Disks) {
@@ -83,6 +88,9 @@ func mergeDown(ctx context.Context, store *chain.Store, next *chain.Backup, nd c
 		}
 		if err := stop("rewritten as full"); err != nil {
 			return err
+		}
+		if sums != nd.Digests && nd.Digests != "" {
+			_ = os.Remove(next.File(chain.Disk{File: nd.Digests})) // the changed chunks' alone, no longer named
 		}
 	}
 	if statErr == nil {
@@ -98,7 +106,13 @@ func mergeDown(ctx context.Context, store *chain.Store, next *chain.Backup, nd c
 // records prev's image as next's backing file. qemu-img runs in next's
 // folder with the relative name: it then sees that the new backing file is
 // in the old chain and reads only what lies above it, r's overlay.
-func rebaseUp(ctx context.Context, store *chain.Store, next *chain.Backup, nd chain.Disk, nextImg, rName, belowName, below, backing string) error {
+func rebaseUp(ctx context.Context, store *chain.Store, r *chain.Backup, d chain.Disk, next *chain.Backup, nd chain.Disk, nextImg, rName, belowName, below, backing string) error {
+	// Before the rebase: until the manifest says so, next's chain reads
+	// through r, and the digests are worked out along it.
+	sums, changed, err := digestsAfterMerge(store, r, next, d, false)
+	if err != nil {
+		return err
+	}
 	switch backing {
 	case rName:
 		if err := qemuImgIn(ctx, filepath.Dir(nextImg), "rebase", "-q", "-f", "qcow2", "-F", "qcow2", "-b", belowName, filepath.Base(nextImg)); err != nil {
@@ -117,6 +131,7 @@ func rebaseUp(ctx context.Context, store *chain.Store, next *chain.Backup, nd ch
 	for i := range m.Disks {
 		if m.Disks[i].Name == nd.Name {
 			m.Disks[i].Backing = below
+			m.Disks[i].Digests, m.Disks[i].DigestsChanged = sums, changed
 		}
 	}
 	return store.Rewrite(next, m)
