@@ -34,8 +34,13 @@ func (s *Store) Begin(name string) (*Pending, error) {
 func (p *Pending) Dir() string { return p.dir }
 
 // Backing is the name to record in an image of this backup for the file of
-// disk d in backup b: relative, so the store can be moved as a whole.
-func (p *Pending) Backing(b *Backup, d Disk) string {
+// disk d in backup b.
+func (p *Pending) Backing(b *Backup, d Disk) string { return BackingName(b, d) }
+
+// BackingName is the backing file name an image in a backup of this folder
+// records for the file of disk d in backup b: relative, so that the folder
+// can be moved as a whole.
+func BackingName(b *Backup, d Disk) string {
 	return filepath.Join("..", filepath.Base(b.Dir), d.File)
 }
 

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"syscall"
 	"time"
 )
 
@@ -73,24 +74,42 @@ func (s *Store) BeginRemoval(b *Backup, merges []Planned, now time.Time) error {
 	return nil
 }
 
-// EndRemoval deletes the folder of the backup being removed, then the
-// record of its removal.
+// EndRemoval takes the backup being removed out of the folder, then the
+// record of its removal. Its folder is first renamed to a hidden name in
+// one step, so that no crash leaves a folder that lost its manifest but
+// not its other files: the hidden folder, if a crash leaves it, is an
+// unfinished leftover, which the next backup or prune removes.
 func (s *Store) EndRemoval() error {
-	if s.Removing == nil {
+	if s.Removing == nil && !s.staleRemoval {
 		return nil
 	}
-	if err := os.RemoveAll(s.Removing.Dir); err != nil {
+	var gone string
+	if s.Removing != nil {
+		gone = filepath.Join(s.Dir, "."+s.Removing.Name()+partialSuffix)
+		if err := os.Rename(s.Removing.Dir, gone); err != nil {
+			return err
+		}
+		if err := syncPath(s.Dir); err != nil {
+			return err
+		}
+	}
+	if err := os.Remove(filepath.Join(s.Dir, removalFile)); err != nil && !errors.Is(err, os.ErrNotExist) {
 		return err
 	}
 	if err := syncPath(s.Dir); err != nil {
 		return err
 	}
-	if err := os.Remove(filepath.Join(s.Dir, removalFile)); err != nil && !errors.Is(err, os.ErrNotExist) {
-		return err
+	s.Removing, s.Plan, s.staleRemoval = nil, nil, false
+	if gone == "" {
+		return nil
 	}
-	s.Removing, s.Plan = nil, nil
-	return syncPath(s.Dir)
+	return os.RemoveAll(gone)
 }
+
+// RemovalLeft reports a record of a removal that a stopped prune left:
+// the backup itself (Removing) still to remove, or only the record, when
+// the prune stopped after the backup was gone.
+func (s *Store) RemovalLeft() bool { return s.Removing != nil || s.staleRemoval }
 
 // Rewrite replaces b's manifest with m on stable storage, in one rename.
 func (s *Store) Rewrite(b *Backup, m Manifest) error {
@@ -166,13 +185,42 @@ func (s *Store) BackingNames(b *Backup, d Disk) []string {
 		return nil
 	}
 	bd, _ := base.Disk(d.Name)
-	names := []string{filepath.Join("..", filepath.Base(base.Dir), bd.File)}
+	names := []string{BackingName(base, bd)}
 	if s.Removing == base && bd.Level == Incremental {
 		if below, err := s.find(bd.Backing); err == nil {
 			if bbd, ok := below.Disk(d.Name); ok {
-				names = append(names, filepath.Join("..", filepath.Base(below.Dir), bbd.File))
+				names = append(names, BackingName(below, bbd))
 			}
 		}
 	}
 	return names
+}
+
+// LockReading takes dir for reading its backups' images (verify, restore):
+// any number of readers at once, but not while a prune rewrites images
+// in place (RewriteLock). It is a lock on the folder itself, so that a
+// reader writes nothing into it.
+func LockReading(dir string) (unlock func(), err error) {
+	return lockFolder(dir, syscall.LOCK_SH, "a prune is rewriting the backups in %s; wait for it to finish")
+}
+
+// LockRewriting takes dir for rewriting backups' images in place (a prune's
+// merges, or the completion of one): no reader may be reading them.
+func LockRewriting(dir string) (unlock func(), err error) {
+	return lockFolder(dir, syscall.LOCK_EX, "another vbackup command (verify, restore) is reading the backups in %s; wait for it to finish")
+}
+
+func lockFolder(dir string, how int, busy string) (func(), error) {
+	f, err := os.Open(dir)
+	if err != nil {
+		return nil, err
+	}
+	if err := syscall.Flock(int(f.Fd()), how|syscall.LOCK_NB); err != nil {
+		f.Close()
+		if errors.Is(err, syscall.EWOULDBLOCK) {
+			return nil, fmt.Errorf(busy, dir)
+		}
+		return nil, fmt.Errorf("locking %s: %w", dir, err)
+	}
+	return func() { f.Close() }, nil
 }

@@ -41,6 +41,8 @@ type Store struct {
 	// completes its removal.
 	Removing *Backup
 	Plan     []Planned // the merges of its removal
+	// staleRemoval is a removal record whose backup is gone already.
+	staleRemoval bool
 }
 
 // Open reads the backups in dir. A folder that does not exist holds none. A
@@ -95,9 +97,10 @@ func Open(dir string) (*Store, error) {
 		return nil, err
 	}
 	if removal != nil {
+		s.staleRemoval = true
 		for i, b := range s.Backups {
 			if b.Name() == removal.Backup {
-				s.Removing, s.Plan = b, removal.Merges
+				s.Removing, s.Plan, s.staleRemoval = b, removal.Merges, false
 				s.Backups = append(s.Backups[:i:i], s.Backups[i+1:]...)
 				break
 			}

@@ -101,7 +101,7 @@ func runBackup(ctx context.Context, env *Env, opts backupOptions) error {
 	defer intr.stop()
 	done, err := b.Run(ctx, out.printer, intr.committing)
 	if err != nil {
-		return err
+		return intr.wrap(err)
 	}
 	return reportBackup(out, done)
 }

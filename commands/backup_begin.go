@@ -253,9 +253,9 @@ func runBackupBegin(ctx context.Context, env *Env, opts backupBeginOptions) erro
 	})
 	defer intr.stop()
 	if opts.FetchDir != "" {
-		return fetchAndEnd(ctx, env, out, dom, sockets, opts)
+		return intr.wrap(fetchAndEnd(ctx, env, out, dom, sockets, opts))
 	}
-	return job.Watch(ctx, dom, watchOptions(env, out, sockets, opts.Timeout))
+	return intr.wrap(job.Watch(ctx, dom, watchOptions(env, out, sockets, opts.Timeout)))
 }
 
 // watchOptions are those of every command that watches a job.

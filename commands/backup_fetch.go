@@ -98,7 +98,7 @@ func runBackupFetch(ctx context.Context, env *Env, opts backupFetchOptions) erro
 	ctx, intr := interruptible(ctx, env, interruptText{ending: "stopping the fetch; no incomplete file is kept"})
 	defer intr.stop()
 	if err := fetchInto(ctx, env, newOutput(env, opts.JSON, opts.Quiet), dom, j, opts); err != nil {
-		return fmt.Errorf("%w; the job still runs: retry, or end it with 'vbackup backup-end %s --discard-checkpoint'", err, dom.Name())
+		return intr.wrap(fmt.Errorf("%w; the job still runs: retry, or end it with 'vbackup backup-end %s --discard-checkpoint'", err, dom.Name()))
 	}
 	return nil
 }

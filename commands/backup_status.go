@@ -95,7 +95,7 @@ func runBackupStatus(ctx context.Context, env *Env, opts backupStatusOptions) er
 			})
 			defer intr.stop()
 			out := newOutput(env, opts.JSON, opts.Quiet)
-			return job.Watch(ctx, dom, watchOptions(env, out, job.DefaultSockets(env.Getenv), 0))
+			return intr.wrap(job.Watch(ctx, dom, watchOptions(env, out, job.DefaultSockets(env.Getenv), 0)))
 		}
 	}
 	st := jsonStatus{Domain: dom.Name(), Disks: []jsonDisk{}}

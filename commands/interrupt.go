@@ -69,7 +69,7 @@ func interruptible(ctx context.Context, env *Env, text interruptText) (context.C
 func (i *interrupt) signal(s os.Signal) bool {
 	i.mu.Lock()
 	defer i.mu.Unlock()
-	if i.interrupted != nil || (i.commit && i.text.committing == "") {
+	if i.interrupted != nil {
 		msg := "\nInterrupted again: leaving now."
 		if i.text.again != "" {
 			msg += " " + i.text.again
@@ -119,4 +119,17 @@ func signalName(s os.Signal) string {
 		}
 	}
 	return s.String()
+}
+
+// wrap gives err the interruption as its cause, when a signal ended the
+// command and err does not say so already: what the lower layers met is
+// often only a cancelled context, and the exit status is 130 only for a
+// command that was interrupted.
+func (i *interrupt) wrap(err error) error {
+	i.mu.Lock()
+	defer i.mu.Unlock()
+	if err == nil || i.interrupted == nil || i.commit || errors.Is(err, ErrInterrupted) {
+		return err
+	}
+	return fmt.Errorf("%w (%w)", err, i.interrupted)
 }

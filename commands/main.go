@@ -67,7 +67,7 @@ func report(env *Env, err error) int {
 		fmt.Fprintf(env.Stderr, "Run '%s' for its options.\n", name)
 		return ExitUsage
 	}
-	if errors.Is(err, ErrInterrupted) || errors.Is(err, context.Canceled) {
+	if errors.Is(err, ErrInterrupted) {
 		fmt.Fprintf(env.Stderr, "error: %v\n", err)
 		return ExitInterrupted
 	}

@@ -125,18 +125,22 @@ type jsonMerge struct {
 func runPrune(ctx context.Context, env *Env, opts pruneOptions) error {
 	out := newOutput(env, opts.JSON, false)
 	ctx, intr := interruptible(ctx, env, interruptText{
-		ending: "stopping the prune after the step in hand; what is half done is completed by the next prune or backup",
+		ending: "stopping the prune; a removal it leaves half done is completed by the next prune or backup",
 	})
 	defer intr.stop()
 	res, err := engine.Prune(ctx, engine.PruneRequest{Dir: opts.Dir, Policy: opts.Policy, DryRun: opts.DryRun, Now: env.Now}, out.notes)
-	if opts.JSON && len(res.Verdicts) > 0 {
-		if jerr := writePrunedJSON(env, opts, res); jerr != nil && err == nil {
-			err = jerr
+	if err != nil {
+		// Only what was carried out is told; the error says where it stopped.
+		if len(res.Removed) > 0 {
+			out.notes.Notef("Removed %d backups before the prune stopped: %s", len(res.Removed), strings.Join(res.Removed, ", "))
 		}
-	} else if len(res.Verdicts) > 0 {
-		writePruned(env, opts, res)
+		return intr.wrap(err)
 	}
-	return err
+	if opts.JSON {
+		return writePrunedJSON(env, opts, res)
+	}
+	writePruned(env, opts, res)
+	return nil
 }
 
 func writePruned(env *Env, opts pruneOptions, res engine.Pruned) {

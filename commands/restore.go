@@ -83,11 +83,13 @@ func runRestore(ctx context.Context, env *Env, opts restoreOptions) error {
 	ctx, intr := interruptible(ctx, env, interruptText{ending: "stopping the restore; no image is kept"})
 	defer intr.stop()
 	res, err := engine.Restore(ctx, req, out.printer, out.notes)
-	if err != nil {
-		return err
-	}
+	// The images are told even when defining the domain on them failed:
+	// they are kept.
 	for _, d := range res.Disks {
 		out.notes.Infof("  %-6s -> %s (%s, content checksum matches the manifest)", d.Name, d.Path, progress.Capacity(d.Size))
+	}
+	if err != nil {
+		return intr.wrap(err)
 	}
 	if res.Domain != "" && !opts.Quiet {
 		out.notes.Notef("Domain %s defined on the restored images (not started): 'virsh start %s'", res.Domain, res.Domain)

@@ -60,7 +60,7 @@ func runVerify(ctx context.Context, env *Env, opts verifyOptions) error {
 		return err
 	})
 	if err != nil {
-		return err
+		return intr.wrap(err)
 	}
 	if !opts.JSON {
 		fmt.Fprintf(env.Stderr, "All %d disk images of %d backups match their manifests.\n", n.Disks, n.Backups)

@@ -117,8 +117,14 @@ func (b *Backup) Run(ctx context.Context, printer progress.Printer, committing f
 	if err := b.claimFolder(); err != nil {
 		return nil, err
 	}
-	if b.store.Removing != nil {
-		if err := completeRemoval(ctx, b.store, b.notes); err != nil {
+	if b.store.RemovalLeft() {
+		unlock, err := chain.LockRewriting(b.req.Dir)
+		if err != nil {
+			return nil, err
+		}
+		err = completeRemoval(ctx, b.store, b.notes)
+		unlock()
+		if err != nil {
 			return nil, err
 		}
 	}

@@ -3,9 +3,7 @@ package engine
 import (
 	"context"
 	"fmt"
-	"os/exec"
 	"path/filepath"
-	"strings"
 
 	"vbackup/chain"
 	exportfetch "vbackup/fetch"
@@ -86,7 +84,7 @@ func (b *Backup) push(ctx context.Context, printer progress.Printer) (map[string
 	copied := map[string]uint64{}
 	for _, c := range b.dec.Disks {
 		file := filepath.Join(b.pending.Dir(), c.Name+".qcow2")
-		n, err := allocatedBytes(ctx, file)
+		_, n, err := topLayer(ctx, file)
 		if err != nil {
 			return nil, err
 		}
@@ -97,9 +95,8 @@ func (b *Backup) push(ctx context.Context, printer progress.Printer) (map[string
 		prev, _ := b.dec.From.Disk(c.Name)
 		backing := b.pending.Backing(b.dec.From, prev)
 		// -u: only the header changes; the backing file is read as it is.
-		cmd := exec.CommandContext(ctx, "qemu-img", "rebase", "-u", "-f", "qcow2", "-F", "qcow2", "-b", backing, file)
-		if out, err := cmd.CombinedOutput(); err != nil {
-			return nil, fmt.Errorf("disk %s: setting the backing file of %s: %v: %s", c.Name, file, err, strings.TrimSpace(string(out)))
+		if _, err := qemuImg(ctx, "", "rebase", "-u", "-f", "qcow2", "-F", "qcow2", "-b", backing, file); err != nil {
+			return nil, fmt.Errorf("disk %s: setting the backing file: %w", c.Name, err)
 		}
 	}
 	return copied, nil

@@ -2,6 +2,7 @@ package engine
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"strings"
 	"time"
@@ -14,7 +15,7 @@ import (
 // goes (it would claim data no manifest holds), and the folder is left as
 // it was. The error wraps cause, and ctx's cause when ctx ended first.
 func (b *Backup) fail(runCtx context.Context, cause error) error {
-	if c := context.Cause(runCtx); c != nil && !strings.Contains(cause.Error(), c.Error()) {
+	if c := context.Cause(runCtx); c != nil && !errors.Is(cause, c) {
 		cause = fmt.Errorf("%w (%w)", c, cause)
 	}
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(runCtx), 2*time.Minute)

@@ -104,7 +104,7 @@ func TestDigestsFollowTheChange(t *testing.T) {
 	checkDigests(t, dir)
 	store, _ := chain.Open(dir)
 	last := store.Backups[len(store.Backups)-1]
-	if fi := fileBytes(last.File(chain.Disk{File: changedDigestsFile("vda")})); fi > 4096 {
+	if fi := storedBytes(last.File(chain.Disk{File: changedDigestsFile("vda")})); fi > 4096 {
 		t.Errorf("the last incremental's digests take %d bytes for 2 MiB changed", fi)
 	}
 	// Down (the oldest full twice), then up (a middle point).

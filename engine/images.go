@@ -8,22 +8,18 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"strings"
+	"syscall"
 
 	"vbackup/contentsum"
 )
-
-// allocatedBytes is the data an image holds itself (not its backing file's).
-func allocatedBytes(ctx context.Context, file string) (uint64, error) {
-	_, n, err := topLayer(ctx, file)
-	return n, err
-}
 
 // topLayer lists the ranges an image holds itself, data or zeroes (what an
 // overlay changed), and the bytes of data among them.
 func topLayer(ctx context.Context, file string) ([]contentsum.Range, uint64, error) {
 	// -U: until it is rebased, a push overlay's backing file is the live disk.
-	out, err := qemuImg(ctx, "map", "-U", "--output=json", "-f", "qcow2", file)
+	out, err := qemuImg(ctx, "", "map", "-U", "--output=json", "-f", "qcow2", file)
 	if err != nil {
 		return nil, 0, err
 	}
@@ -56,7 +52,7 @@ func topLayer(ctx context.Context, file string) ([]contentsum.Range, uint64, err
 // backingFile is the backing file name recorded in a qcow2 image's
 // header, read here rather than through qemu-img: verify and prune ask it
 // of every overlay, and a process per question is most of their time.
-func backingFile(_ context.Context, path string) (string, error) {
+func backingFile(path string) (string, error) {
 	f, err := os.Open(path)
 	if err != nil {
 		return "", err
@@ -83,14 +79,21 @@ func backingFile(_ context.Context, path string) (string, error) {
 	return string(name), nil
 }
 
-// qemuImg runs qemu-img and returns its output; a failure says what
-// qemu-img said about its last argument, the image.
-func qemuImg(ctx context.Context, args ...string) ([]byte, error) {
-	out, err := exec.CommandContext(ctx, "qemu-img", args...).Output()
+// qemuImg runs qemu-img in folder dir ("" for this one) and returns its
+// output; a failure says what qemu-img said about its last argument, the
+// image.
+func qemuImg(ctx context.Context, dir string, args ...string) ([]byte, error) {
+	cmd := exec.CommandContext(ctx, "qemu-img", args...)
+	cmd.Dir = dir
+	// vbackup killed outright must not leave qemu-img at work on a backup
+	// (the next command would find the image locked); stopping it anywhere
+	// is safe, as each step that runs it can be repeated.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	out, err := cmd.Output()
 	if err == nil {
 		return out, nil
 	}
-	file := args[len(args)-1]
+	file := filepath.Join(dir, args[len(args)-1])
 	var ee *exec.ExitError
 	if errors.As(err, &ee) {
 		return nil, fmt.Errorf("qemu-img %s %s: %s", args[0], file, strings.TrimSpace(string(ee.Stderr)))

@@ -2,6 +2,7 @@ package engine
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -30,6 +31,9 @@ type Pruned struct {
 	// Completed names a removal that an interrupted prune left half done,
 	// completed first.
 	Completed string
+	// Removed names the backups removed, in order: all that the policy
+	// does not keep, unless the prune failed or was stopped.
+	Removed []string
 }
 
 // Merge is one disk of a removed backup whose data moved into the backup
@@ -57,7 +61,19 @@ func Prune(ctx context.Context, req PruneRequest, notes progress.Notifier) (Prun
 	} else if len(first.Backups) == 0 && first.Removing == nil {
 		return out, fmt.Errorf("%s holds no backups to prune (no backup folder with a %s in it)", req.Dir, chain.ManifestFile)
 	}
-	unlock, err := chain.Lock(req.Dir)
+	// A dry run only reads; a prune excludes backups (the folder's lock)
+	// and readers of the images it rewrites.
+	lock := chain.LockRewriting
+	if req.DryRun {
+		lock = chain.LockReading
+	} else {
+		unlock, err := chain.Lock(req.Dir)
+		if err != nil {
+			return out, err
+		}
+		defer unlock()
+	}
+	unlock, err := lock(req.Dir)
 	if err != nil {
 		return out, err
 	}
@@ -66,14 +82,25 @@ func Prune(ctx context.Context, req PruneRequest, notes progress.Notifier) (Prun
 	if err != nil {
 		return out, err
 	}
-	if store.Removing != nil {
-		if req.DryRun {
-			notes.Notef("note: an interrupted prune left the removal of backup %s half done; the next prune or backup completes it", store.Removing.Name())
-		} else {
-			out.Completed = store.Removing.Name()
+	if store.RemovalLeft() {
+		if req.DryRun && store.Removing != nil {
+			notes.Notef("note: an interrupted prune left the removal of backup %s half done; the next prune or backup completes it (what it frees is not counted here)", store.Removing.Name())
+		} else if !req.DryRun {
+			if store.Removing != nil {
+				out.Completed = store.Removing.Name()
+			}
 			if err := completeRemoval(ctx, store, notes); err != nil {
 				return out, err
 			}
+		}
+	}
+	if !req.DryRun {
+		left, err := store.Leftovers()
+		if err != nil {
+			return out, err
+		}
+		for _, name := range left {
+			notes.Notef("note: removed what an interrupted run left of %s in %s", name, req.Dir)
 		}
 	}
 	if len(store.Backups) == 0 {
@@ -95,11 +122,18 @@ func Prune(ctx context.Context, req PruneRequest, notes progress.Notifier) (Prun
 			out.Merges = append(out.Merges, merges...)
 			continue
 		}
+		if err := context.Cause(ctx); err != nil {
+			return out, fmt.Errorf("prune stopped before removing backup %s: %w", v.Backup.Name(), err)
+		}
 		merges, err := remove(ctx, store, v.Backup, req.Now())
 		out.Merges = append(out.Merges, merges...)
 		if err != nil {
+			if c := context.Cause(ctx); c != nil && !errors.Is(err, c) {
+				err = fmt.Errorf("%w (%w)", c, err)
+			}
 			return out, err
 		}
+		out.Removed = append(out.Removed, v.Backup.Name())
 	}
 	if !req.DryRun {
 		if after := storedBytes(req.Dir); after < before {
@@ -113,6 +147,9 @@ func Prune(ctx context.Context, req PruneRequest, notes progress.Notifier) (Prun
 // plan it recorded.
 func completeRemoval(ctx context.Context, store *chain.Store, notes progress.Notifier) error {
 	r := store.Removing
+	if r == nil {
+		return store.EndRemoval() // only the record was left
+	}
 	notes.Notef("note: completing the removal of backup %s, which an interrupted prune left half done", r.Name())
 	if _, err := merge(ctx, store, r, store.Plan); err != nil {
 		return fmt.Errorf("completing the removal of backup %s: %w", r.Name(), err)

@@ -6,11 +6,8 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"slices"
-	"strings"
-	"syscall"
 
 	"vbackup/chain"
 	"vbackup/contentsum"
@@ -26,14 +23,18 @@ import (
 //     overwrite is copied up into next, which is rebased onto prev's image.
 func mergeDisk(ctx context.Context, store *chain.Store, r *chain.Backup, d chain.Disk, next *chain.Backup) (Merge, error) {
 	nd, _ := next.Disk(d.Name)
-	// What next copied from the domain is what its overlay holds.
-	m := Merge{Removed: r.Name(), Into: next.Name(), Disk: d.Name, Down: d.Level == chain.Full, Bytes: nd.Copied}
+	// The overlay merged: next's into the full below it, or r's up into
+	// next. What a backup copied from the domain is what its overlay holds.
+	m := Merge{Removed: r.Name(), Into: next.Name(), Disk: d.Name, Down: d.Level == chain.Full, Bytes: d.Copied}
+	if m.Down {
+		m.Bytes = nd.Copied
+	}
 	nextImg, rImg := next.File(nd), r.File(d)
-	backing, err := backingFile(ctx, nextImg)
+	backing, err := backingFile(nextImg)
 	if err != nil {
 		return m, err
 	}
-	rName := relative(r, d)
+	rName := chain.BackingName(r, d)
 	if m.Down {
 		return m, mergeDown(ctx, store, r, d, next, nd, nextImg, rImg, rName, backing)
 	}
@@ -43,7 +44,7 @@ func mergeDisk(ctx context.Context, store *chain.Store, r *chain.Backup, d chain
 	}
 	below := prev[len(prev)-2]
 	bd, _ := below.Disk(d.Name)
-	return m, rebaseUp(ctx, store, r, d, next, nd, nextImg, rName, relative(below, bd), below.Name(), backing)
+	return m, rebaseUp(ctx, store, r, d, next, nd, nextImg, rName, chain.BackingName(below, bd), below.Name(), backing)
 }
 
 // mergeDown commits next's overlay into r's full image, then gives that
@@ -55,7 +56,7 @@ func mergeDown(ctx context.Context, store *chain.Store, r *chain.Backup, d chain
 	switch {
 	case statErr == nil && backing == rName:
 		// -d: next's overlay is left as it is; the rename replaces it.
-		if err := qemuImgIn(ctx, filepath.Dir(nextImg), "commit", "-q", "-d", "-f", "qcow2", filepath.Base(nextImg)); err != nil {
+		if _, err := qemuImg(ctx, filepath.Dir(nextImg), "commit", "-q", "-d", "-f", "qcow2", filepath.Base(nextImg)); err != nil {
 			return err
 		}
 		if err := stop("committed"); err != nil {
@@ -71,15 +72,11 @@ func mergeDown(ctx context.Context, store *chain.Store, r *chain.Backup, d chain
 		if err != nil {
 			return err
 		}
-		m := next.Manifest
-		m.Disks = append([]chain.Disk(nil), m.Disks...)
-		for i := range m.Disks {
-			if m.Disks[i].Name == nd.Name {
-				m.Disks[i].Level, m.Disks[i].Backing = chain.Full, ""
-				m.Disks[i].Reason = "merged with the full image of a pruned backup"
-				m.Disks[i].Digests, m.Disks[i].DigestsChanged = sums, changed
-			}
-		}
+		m := withDisk(next.Manifest, nd.Name, func(d *chain.Disk) {
+			d.Level, d.Backing = chain.Full, ""
+			d.Reason = "merged with the full image of a pruned backup"
+			d.Digests, d.DigestsChanged = sums, changed
+		})
 		if allFull(m.Disks) {
 			m.Level = chain.Full
 		}
@@ -115,7 +112,7 @@ func rebaseUp(ctx context.Context, store *chain.Store, r *chain.Backup, d chain.
 	}
 	switch backing {
 	case rName:
-		if err := qemuImgIn(ctx, filepath.Dir(nextImg), "rebase", "-q", "-f", "qcow2", "-F", "qcow2", "-b", belowName, filepath.Base(nextImg)); err != nil {
+		if _, err := qemuImg(ctx, filepath.Dir(nextImg), "rebase", "-q", "-f", "qcow2", "-F", "qcow2", "-b", belowName, filepath.Base(nextImg)); err != nil {
 			return err
 		}
 		if err := stop("rebased"); err != nil {
@@ -126,20 +123,22 @@ func rebaseUp(ctx context.Context, store *chain.Store, r *chain.Backup, d chain.
 	default:
 		return fmt.Errorf("disk %s: %s builds on %q, not on %s as expected; nothing was merged", nd.Name, nextImg, backing, rName)
 	}
-	m := next.Manifest
-	m.Disks = append([]chain.Disk(nil), m.Disks...)
-	for i := range m.Disks {
-		if m.Disks[i].Name == nd.Name {
-			m.Disks[i].Backing = below
-			m.Disks[i].Digests, m.Disks[i].DigestsChanged = sums, changed
-		}
-	}
+	m := withDisk(next.Manifest, nd.Name, func(d *chain.Disk) {
+		d.Backing = below
+		d.Digests, d.DigestsChanged = sums, changed
+	})
 	return store.Rewrite(next, m)
 }
 
-// relative is the backing file name an image records for disk d of b.
-func relative(b *chain.Backup, d chain.Disk) string {
-	return filepath.Join("..", filepath.Base(b.Dir), d.File)
+// withDisk is a copy of m with disk name changed by edit.
+func withDisk(m chain.Manifest, name string, edit func(*chain.Disk)) chain.Manifest {
+	m.Disks = append([]chain.Disk(nil), m.Disks...)
+	for i := range m.Disks {
+		if m.Disks[i].Name == name {
+			edit(&m.Disks[i])
+		}
+	}
+	return m
 }
 
 func allFull(disks []chain.Disk) bool {
@@ -176,7 +175,7 @@ func (dr *dryRun) removalCost(ctx context.Context, store *chain.Store, r *chain.
 	for _, d := range r.Disks {
 		deps := store.Dependents(r, d.Name)
 		if len(deps) == 0 {
-			freed += fileBytes(r.File(d))
+			freed += storedBytes(r.File(d))
 			continue
 		}
 		next := deps[0]
@@ -239,24 +238,6 @@ func overlap(a, b []contentsum.Range) uint64 {
 		}
 	}
 	return n
-}
-
-func fileBytes(path string) uint64 {
-	return storedBytes(path)
-}
-
-// qemuImgIn runs qemu-img in folder dir.
-func qemuImgIn(ctx context.Context, dir string, args ...string) error {
-	cmd := exec.CommandContext(ctx, "qemu-img", args...)
-	cmd.Dir = dir
-	// A prune killed outright must not leave qemu-img at work in the
-	// folder: the next command would find the images locked. Stopping it
-	// anywhere is safe, as each step can be repeated.
-	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
-	if out, err := cmd.CombinedOutput(); err != nil {
-		return fmt.Errorf("qemu-img %s %s: %v: %s", args[0], filepath.Join(dir, args[len(args)-1]), err, strings.TrimSpace(string(out)))
-	}
-	return nil
 }
 
 func syncDir(dir string) error {

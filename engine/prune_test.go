@@ -219,3 +219,65 @@ func removedName(names []string, step string) string {
 	}
 	return names[0]
 }
+
+// A prune stopped inside the end of a removal, after the removed backup's
+// folder was hidden and before its record went: the next prune removes
+// both and lists every backup as before.
+func TestPruneStoppedAtTheEnd(t *testing.T) {
+	dir, names := makeChain(t, []point{{day: "2026-10-30", off: 0, size: 4}, {day: "2026-10-31", off: 8, size: 4, full: true}})
+	store, err := chain.Open(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	unlock, err := chain.Lock(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// What remove does up to the end, for a backup nothing builds on.
+	if err := store.BeginRemoval(store.Backups[0], nil, time.Now()); err != nil {
+		t.Fatal(err)
+	}
+	hidden := filepath.Join(dir, "."+names[0]+".partial")
+	if err := os.Rename(filepath.Join(dir, names[0]), hidden); err != nil {
+		t.Fatal(err)
+	}
+	unlock()
+	if got := verifyAll(t, dir); len(got) != 1 || got[0] != names[1] {
+		t.Fatalf("listed %v", got)
+	}
+	prune(t, dir, Policy{Last: 5})
+	for _, left := range []string{hidden, filepath.Join(dir, ".vbackup.removing")} {
+		if _, err := os.Stat(left); !errors.Is(err, os.ErrNotExist) {
+			t.Errorf("%s is left: %v", left, err)
+		}
+	}
+	verifyAll(t, dir)
+}
+
+// A prune rewrites images in place: it waits for no reader, and no reader
+// reads while it runs; each is refused, saying why.
+func TestPruneAndReadersExclude(t *testing.T) {
+	dir, _ := makeChain(t, []point{{day: "2026-10-30", off: 0, size: 4}, {day: "2026-10-31", off: 8, size: 4}})
+	unlock, err := chain.LockReading(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = Prune(context.Background(), PruneRequest{Dir: dir, Policy: Policy{Last: 1}, Now: time.Now}, progress.NewNotifier(nil, nil))
+	if err == nil || !strings.Contains(err.Error(), "is reading the backups in "+dir) {
+		t.Errorf("prune beside a reader: %v", err)
+	}
+	unlock()
+	if got := verifyAll(t, dir); len(got) != 2 {
+		t.Errorf("the refused prune changed the folder: %v", got)
+	}
+	unlock, err = chain.LockRewriting(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer unlock()
+	store, _ := chain.Open(dir)
+	_, err = Verify(context.Background(), store, "all", func(Checked) error { return nil })
+	if err == nil || !strings.Contains(err.Error(), "a prune is rewriting the backups in "+dir) {
+		t.Errorf("verify during a prune: %v", err)
+	}
+}

@@ -52,6 +52,15 @@ func Restore(ctx context.Context, req RestoreRequest, printer progress.Printer, 
 	if err != nil {
 		return out, err
 	}
+	unlock, err := chain.LockReading(req.From)
+	if err != nil {
+		return out, err
+	}
+	defer unlock()
+	// Read again under the lock: a prune may have ended meanwhile.
+	if store, err = OpenFolder(req.From); err != nil {
+		return out, err
+	}
 	b, err := store.Find(req.At)
 	if err != nil {
 		return out, err

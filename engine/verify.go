@@ -38,6 +38,14 @@ type Verified struct {
 // from the point below, verified just before (see pointDigests). One
 // backup's chain is read whole.
 func Verify(ctx context.Context, store *chain.Store, at string, report func(Checked) error) (Verified, error) {
+	unlock, err := chain.LockReading(store.Dir)
+	if err != nil {
+		return Verified{}, err
+	}
+	defer unlock()
+	if store, err = chain.Open(store.Dir); err != nil {
+		return Verified{}, err
+	}
 	backups := store.Backups
 	if at != "all" {
 		b, err := store.Find(at)
@@ -59,6 +67,11 @@ func Verify(ctx context.Context, store *chain.Store, at string, report func(Chec
 	for _, b := range backups {
 		for _, d := range b.Disks {
 			res := verifyDisk(ctx, store, b, d, damaged, below)
+			if err := context.Cause(ctx); err != nil {
+				// Stopped (Ctrl-C): what this disk's read met says nothing
+				// of the backup, and nothing is reported of it.
+				return n, fmt.Errorf("verifying %s stopped at backup %s, disk %s: %w", store.Dir, b.Name(), d.Name, err)
+			}
 			below.done(b, d)
 			n.Disks++
 			if res.Status != "ok" {
@@ -101,7 +114,7 @@ func verifyDisk(ctx context.Context, store *chain.Store, b *chain.Backup, d chai
 		// the backup below, the one below that: the removal rebases this
 		// image before its manifest says so.
 		names := store.BackingNames(b, d)
-		got, err := backingFile(ctx, b.File(d))
+		got, err := backingFile(b.File(d))
 		if err != nil {
 			return fail("error", err.Error())
 		}
