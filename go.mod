@@ -4,6 +4,7 @@ go 1.26.8
 
 require (
 	github.com/antchfx/xpath v1.3.9
+	github.com/klauspost/compress v1.18.0
 	github.com/schollz/progressbar/v3 v3.19.1
 	github.com/urfave/cli/v3 v3.14.0
 	golang.org/x/sys v0.46.0

@@ -55,14 +55,16 @@ func (j *diskJob) copyDisk(ctx context.Context, src *source, dst target) error {
 			}
 		}
 	}
-	_, err := nbd.CopyPieces(ctx, src.conns, dst, dst.layout(counted), nbd.CopyOptions{
+	opts := nbd.CopyOptions{
 		RequestSize: j.opts.Request,
 		InFlight:    cmp.Or(j.opts.InFlight, perConnection*len(src.conns)),
 		Progress: func(n int64) {
 			copied.Add(uint64(n))
 			j.done.Add(uint64(n))
 		},
-	})
+	}
+	dst.tune(&opts)
+	_, err := nbd.CopyPieces(ctx, src.conns, dst, dst.layout(counted), opts)
 	j.result.Copied, j.result.Zeroed, j.result.Extents = copied.Load(), zeroed.Load(), extents
 	return err
 }

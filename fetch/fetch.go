@@ -27,6 +27,10 @@ type Disk struct {
 	Path    string // the file to write; must not exist
 	Format  string // "raw" or "qcow2"
 	Backing string // qcow2 of an incremental: the previous backup of the disk, recorded as given; a relative name is relative to Path's folder, as QEMU reads it; "" for none
+	// Compress is "zlib" or "zstd" for a qcow2 whose clusters are
+	// compressed where that makes them smaller (QEMU reads zstd from 5.1
+	// on), "" for none. A raw file cannot be compressed.
+	Compress string
 }
 
 // Options qualify Run.
@@ -206,7 +210,7 @@ func (j *diskJob) run(ctx context.Context) (err error) {
 			return err
 		}
 	}
-	dst, err := createTarget(partial, j.disk.Format, j.disk.Backing, size, !j.opts.KeepCache)
+	dst, err := createTarget(partial, j.disk, size, !j.opts.KeepCache)
 	if err != nil {
 		return err
 	}

@@ -17,6 +17,8 @@ type target interface {
 	io.WriterAt
 	// fit shapes a plan to what the file can hold.
 	fit(p plan) plan
+	// tune adjusts the copy to what the file's writes need.
+	tune(o *nbd.CopyOptions)
 	// layout places the pieces of a fitted plan in the file, in order, as
 	// the copy consumes them, and yields the data to copy and where it
 	// goes. Zero pieces need no copy: the file is new.
@@ -25,19 +27,25 @@ type target interface {
 	abort()
 }
 
-// createTarget makes the file a fetch writes. With evict, its writes leave
-// the page cache as the copy goes (writeBehind).
-func createTarget(path, format, backing string, size uint64, evict bool) (target, error) {
-	switch format {
+// createTarget makes the file at path that a fetch of d writes. With
+// evict, its writes leave the page cache as the copy goes (writeBehind).
+func createTarget(path string, d Disk, size uint64, evict bool) (target, error) {
+	switch d.Format {
 	case "raw":
-		if backing != "" {
+		if d.Backing != "" {
 			return nil, fmt.Errorf("a raw file cannot have a backing file; use --format qcow2")
+		}
+		if d.Compress != "" {
+			return nil, fmt.Errorf("a raw file cannot be compressed; use --format qcow2")
 		}
 		return newRawTarget(path, size, evict)
 	case "qcow2":
-		return newQcow2Target(path, backing, size, evict)
+		if d.Compress != "" {
+			return newCompressedTarget(path, d.Backing, d.Compress, size, evict)
+		}
+		return newQcow2Target(path, d.Backing, size, evict)
 	}
-	return nil, fmt.Errorf("unknown format %q: use raw or qcow2", format)
+	return nil, fmt.Errorf("unknown format %q: use raw or qcow2", d.Format)
 }
 
 // rawTarget is a sparse raw file: what is not written reads as zeroes. It
@@ -56,10 +64,12 @@ func newRawTarget(path string, size uint64, evict bool) (target, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &rawTarget{File: f, size: size, gate: newWriteGate(), wb: newWriteBehind(f.Fd(), evict)}, nil
+	return &rawTarget{File: f, size: size, gate: newWriteGate(writers), wb: newWriteBehind(f.Fd(), evict)}, nil
 }
 
 func (t *rawTarget) fit(p plan) plan { return p }
+
+func (t *rawTarget) tune(*nbd.CopyOptions) {}
 
 // layout puts every piece at its own offset.
 func (t *rawTarget) layout(p plan) iter.Seq2[nbd.Piece, error] {
@@ -106,7 +116,17 @@ type qcow2Target struct {
 }
 
 func newQcow2Target(path, backing string, size uint64, evict bool) (target, error) {
-	var opts qcow2.Options
+	w, err := createQcow2(path, backing, "", size)
+	if err != nil {
+		return nil, err
+	}
+	return &qcow2Target{Writer: w, size: size, gate: newWriteGate(writers), wb: newWriteBehind(w.Fd(), evict)}, nil
+}
+
+// createQcow2 starts an image over backing, if any, with compression
+// compress, if any.
+func createQcow2(path, backing, compress string, size uint64) (*qcow2.Writer, error) {
+	opts := qcow2.Options{Compression: compress}
 	if backing != "" {
 		// QEMU reads a relative backing name from the image's folder.
 		resolved := backing
@@ -116,16 +136,14 @@ func newQcow2Target(path, backing string, size uint64, evict bool) (target, erro
 		if _, err := os.Stat(resolved); err != nil {
 			return nil, fmt.Errorf("backing file: %w", err)
 		}
-		opts = qcow2.Options{Backing: backing, BackingFormat: "qcow2"}
+		opts.Backing, opts.BackingFormat = backing, "qcow2"
 	}
-	w, err := qcow2.Create(path, size, opts)
-	if err != nil {
-		return nil, err
-	}
-	return &qcow2Target{Writer: w, size: size, gate: newWriteGate(), wb: newWriteBehind(w.Fd(), evict)}, nil
+	return qcow2.Create(path, size, opts)
 }
 
 func (t *qcow2Target) fit(p plan) plan { return clusterAligned(p, t.size) }
+
+func (t *qcow2Target) tune(*nbd.CopyOptions) {}
 
 // layout adds each piece's clusters to the image; a data piece's clusters
 // are adjacent on the host within a 512 MiB region, so it is copied in
@@ -178,10 +196,10 @@ func (t *qcow2Target) abort() { t.Abort() }
 // with QEMU) and a 2 GiB fetch was about 10 % slower than with 2.
 const writers = 2
 
-// writeGate lets writers writes into a file at once.
+// writeGate lets a number of writes into a file run at once.
 type writeGate chan struct{}
 
-func newWriteGate() writeGate { return make(writeGate, writers) }
+func newWriteGate(n int) writeGate { return make(writeGate, n) }
 
 func (g writeGate) enter() { g <- struct{}{} }
 func (g writeGate) leave() { <-g }

@@ -67,7 +67,7 @@ func TestWriteBehindEvicts(t *testing.T) {
 	}
 	for _, evict := range []bool{true, false} {
 		path := filepath.Join(dir, fmt.Sprintf("disk-%v.raw", evict))
-		dst, err := createTarget(path, "raw", "", chunk*writes, evict)
+		dst, err := createTarget(path, Disk{Format: "raw"}, chunk*writes, evict)
 		if err != nil {
 			t.Fatal(err)
 		}

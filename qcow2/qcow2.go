@@ -26,6 +26,9 @@
 // only the zero flag set (no host cluster): they read as zeroes even over a
 // backing file. Guest clusters not added read from the backing file (or as
 // zeroes without one).
+//
+// A compressed image (Options.Compression) is laid out differently: see
+// compress.go.
 package qcow2
 
 import (
@@ -57,11 +60,17 @@ const (
 type Options struct {
 	Backing       string // backing file name, absolute or relative to the image's folder, or ""
 	BackingFormat string // backing file format, e.g. "qcow2"; only with Backing
+	// Compression is "" for an image whose data clusters are stored as
+	// they are (Add, WriteAt), or "zlib" or "zstd" for one whose data
+	// clusters are compressed where that makes them smaller (AddData,
+	// WriteClusters). QEMU reads zstd from version 5.1 on.
+	Compression string
 }
 
-// Writer writes one image. Add and AddZero must be called from one
-// goroutine at a time; WriteAt is safe for concurrent use, with them too.
-// Close and Abort must not run concurrently with any of them.
+// Writer writes one image. Add, AddData and AddZero must be called from
+// one goroutine at a time; WriteAt and WriteClusters are safe for
+// concurrent use, with them too. Close and Abort must not run concurrently
+// with any of them.
 type Writer struct {
 	f    *os.File
 	path string
@@ -81,10 +90,12 @@ type Writer struct {
 	l2     []byte
 	l1e    [8]byte // the L1 entry of the L2 table written last
 
-	planned atomic.Uint64 // host offset just past the last data cluster laid out
+	planned atomic.Uint64 // host offset just past the last cluster laid out
 
 	// Set by Close.
 	rtOff, rtClusters, rbOff, rbCount, hostClusters uint64
+
+	c *compressed // nil for a plain image
 
 	mu     sync.Mutex
 	closed bool
@@ -109,6 +120,13 @@ func Create(path string, size uint64, opts Options) (*Writer, error) {
 		return nil, errors.New("qcow2: backing file name too long")
 	}
 	w := &Writer{path: path, size: size, opts: opts}
+	if opts.Compression != "" {
+		cd, err := newCodec(opts.Compression)
+		if err != nil {
+			return nil, err
+		}
+		w.c = &compressed{codec: cd}
+	}
 	w.guestClusters = ceilDiv(size, ClusterSize)
 	w.l1Size = ceilDiv(w.guestClusters, l2Entries)
 	l1Clusters := ceilDiv(w.l1Size*8, ClusterSize) // 0 for an empty disk, as qemu does
@@ -117,7 +135,10 @@ func Create(path string, size uint64, opts Options) (*Writer, error) {
 	}
 	w.next = 1 + l1Clusters
 	w.dataStart = w.next * ClusterSize
-	w.planned.Store(w.dataStart)
+	if w.c != nil {
+		w.startRefcounts()
+	}
+	w.planned.Store(w.next * ClusterSize)
 	if _, err := w.header(); err != nil {
 		return nil, err
 	}
@@ -148,6 +169,9 @@ func (w *Writer) checkAdd(index, count uint64) error {
 // data of guest cluster index+i goes at host+i*ClusterSize. Clusters must
 // be added in increasing guest order, each once.
 func (w *Writer) Add(index, count uint64) (host, n uint64, err error) {
+	if w.c != nil {
+		return 0, 0, errors.New("qcow2: Add on a compressed image: use AddData")
+	}
 	if err := w.checkAdd(index, count); err != nil {
 		return 0, 0, err
 	}
@@ -168,6 +192,10 @@ func (w *Writer) Add(index, count uint64) (host, n uint64, err error) {
 // AddZero adds count zero clusters from guest index index on, in
 // increasing guest order like Add.
 func (w *Writer) AddZero(index, count uint64) error {
+	if w.c != nil {
+		w.c.mu.Lock() // the writers of data share the L2 table
+		defer w.c.mu.Unlock()
+	}
 	if err := w.checkAdd(index, count); err != nil {
 		return err
 	}
@@ -198,7 +226,12 @@ func (w *Writer) enter(r uint64) error {
 		w.l2 = make([]byte, ClusterSize)
 	}
 	clear(w.l2)
-	w.region, w.l2Host = r, w.next*ClusterSize
+	w.region = r
+	if w.c != nil {
+		w.l2Host = w.allocCounted() * ClusterSize
+		return nil
+	}
+	w.l2Host = w.next * ClusterSize
 	w.next++
 	return nil
 }
@@ -221,6 +254,9 @@ func (w *Writer) flushL2() error {
 // laid out (at the offsets it returned). Writing a data cluster's bytes is
 // optional: what is not written reads as zeroes.
 func (w *Writer) WriteAt(p []byte, off int64) (int, error) {
+	if w.c != nil {
+		return 0, errors.New("qcow2: WriteAt on a compressed image: use WriteClusters")
+	}
 	if off < int64(w.dataStart) || uint64(off)+uint64(len(p)) > w.planned.Load() {
 		return 0, fmt.Errorf("qcow2: write of %d bytes at host offset %d is outside the data clusters laid out", len(p), off)
 	}
@@ -232,16 +268,25 @@ func (w *Writer) WriteAt(p []byte, off int64) (int, error) {
 
 // pwrite writes p at off, remembering the first error for Close.
 func (w *Writer) pwrite(p []byte, off uint64) error {
-	_, err := w.f.WriteAt(p, int64(off))
-	if err != nil {
-		w.mu.Lock()
-		if w.err == nil {
-			w.err = err
-		}
-		w.mu.Unlock()
+	if _, err := w.f.WriteAt(p, int64(off)); err != nil {
+		return w.failed(err)
 	}
+	return nil
+}
+
+// failed remembers err, if it is the first, for Close and returns it.
+func (w *Writer) failed(err error) error {
+	w.mu.Lock()
+	if w.err == nil {
+		w.err = err
+	}
+	w.mu.Unlock()
 	return err
 }
+
+// Allocated is the length of the file laid out so far: past the last
+// cluster handed out.
+func (w *Writer) Allocated() uint64 { return w.planned.Load() }
 
 // Fd is the image file's descriptor, for hints to the kernel such as
 // starting the write-back of what was written.
@@ -263,10 +308,17 @@ func (w *Writer) Close() error {
 	err := w.err
 	w.mu.Unlock()
 
+	if err == nil && w.c != nil {
+		err = w.c.unwritten()
+	}
 	if err == nil {
 		err = w.flushL2()
 	}
-	if err == nil {
+	switch {
+	case err != nil:
+	case w.c != nil:
+		err = w.finishRefcounts()
+	default:
 		err = w.writeRefcounts()
 	}
 	if err == nil {
@@ -290,48 +342,6 @@ func (w *Writer) Close() error {
 	return err
 }
 
-// writeRefcounts lays out the refcount table and blocks after the last
-// cluster and writes them, a cluster at a time: every host cluster of the
-// file, the refcount structures included, has refcount 1.
-func (w *Writer) writeRefcounts() error {
-	// The refcount structures count themselves: iterate to a fixpoint.
-	var rb, rt uint64
-	for {
-		total := w.next + rb + rt
-		nrb := ceilDiv(total, refcountEntries)
-		nrt := max(1, ceilDiv(nrb*8, ClusterSize))
-		if nrb == rb && nrt == rt {
-			break
-		}
-		rb, rt = nrb, nrt
-	}
-	w.rtOff, w.rtClusters = w.next*ClusterSize, rt
-	w.rbOff, w.rbCount = w.rtOff+rt*ClusterSize, rb
-	w.hostClusters = w.next + rt + rb
-
-	be := binary.BigEndian
-	buf := make([]byte, ClusterSize)
-	for c := range rt {
-		clear(buf)
-		for i := c * (ClusterSize / 8); i < min(rb, (c+1)*(ClusterSize/8)); i++ {
-			be.PutUint64(buf[i%(ClusterSize/8)*8:], w.rbOff+i*ClusterSize)
-		}
-		if err := w.pwrite(buf, w.rtOff+c*ClusterSize); err != nil {
-			return err
-		}
-	}
-	for b := range rb {
-		clear(buf)
-		for i := range min(refcountEntries, w.hostClusters-b*refcountEntries) {
-			be.PutUint16(buf[i*2:], 1)
-		}
-		if err := w.pwrite(buf, w.rbOff+b*ClusterSize); err != nil {
-			return err
-		}
-	}
-	return nil
-}
-
 // header builds cluster 0.
 func (w *Writer) header() ([]byte, error) {
 	h := make([]byte, ClusterSize)
@@ -345,10 +355,13 @@ func (w *Writer) header() ([]byte, error) {
 	be.PutUint64(h[40:], w.l1Off)
 	be.PutUint64(h[48:], w.rtOff)
 	be.PutUint32(h[56:], uint32(w.rtClusters))
-	// 60: nb_snapshots 0, 64: snapshots_offset 0, 72..95: no features.
+	// 60: nb_snapshots 0, 64: snapshots_offset 0, 80..95: no features.
+	if w.c != nil && w.c.codec.kind() != 0 {
+		be.PutUint64(h[72:], incompatCompressionType)
+		h[104] = w.c.codec.kind()
+	} // else 104: compression_type 0 (zlib); 105..111: padding
 	be.PutUint32(h[96:], 4) // refcount_order: 16-bit refcounts
 	be.PutUint32(h[100:], headerLength)
-	// 104: compression_type 0 (zlib), 105..111 padding.
 	p := headerLength
 	if w.opts.BackingFormat != "" {
 		be.PutUint32(h[p:], extBackingFormat)
