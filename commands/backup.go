@@ -22,6 +22,7 @@ type backupOptions struct {
 	Disks    []string // only these disks; all by default
 	Push     bool     // libvirt writes the images (default: vbackup reads the pull export)
 	MaxChain int      // a full backup once the chain has this many incrementals; 0: no limit
+	Compress string   // "", zlib or zstd
 	JSON     bool
 	Quiet    bool
 }
@@ -45,7 +46,8 @@ func newBackupCommand(env *Env, run func(context.Context, *Env, backupOptions) e
 			&cli.StringFlag{Name: "level", Usage: "`LEVEL`: auto, full or inc", Value: chain.WantAuto},
 			&cli.StringSliceFlag{Name: "disk", Usage: "back up only disk `NAME` (repeatable)"},
 			&cli.BoolFlag{Name: "push", Usage: "libvirt writes the images (instead of vbackup reading them over NBD)"},
-			&cli.IntFlag{Name: "max-chain", Usage: "make a full backup once the folder's chain has `N` incrementals since its last full (default: no limit; prune bounds the chain)"},
+			&cli.StringFlag{Name: "max-chain", Usage: "make a full backup once the folder's chain has `N` incrementals since its last full (default: no limit; prune bounds the chain)"},
+			&cli.StringFlag{Name: "compress", Usage: "compress the images' clusters: `KIND` zstd, zlib or none; QEMU and qemu-img read them as they are", Value: "none"},
 			&cli.BoolFlag{Name: "json", Usage: "print progress and the result as JSON lines on stdout"},
 			&cli.BoolFlag{Name: "quiet", Aliases: []string{"q"}, Usage: "print only errors"},
 		},
@@ -64,12 +66,21 @@ func newBackupCommand(env *Env, run func(context.Context, *Env, backupOptions) e
 				return usageErrorf(cmd, "--level %q: use auto, full or inc", l)
 			}
 			if cmd.IsSet("max-chain") {
-				if opts.MaxChain = int(cmd.Int("max-chain")); opts.MaxChain < 1 {
-					return usageErrorf(cmd, "--max-chain %d: give the number of incrementals after which a full backup is made, 1 or more", opts.MaxChain)
+				if opts.MaxChain, err = count(cmd.String("max-chain")); err != nil || opts.MaxChain < 1 {
+					return usageErrorf(cmd, "--max-chain %q: give the number of incrementals after which a full backup is made, 1 or more", cmd.String("max-chain"))
 				}
 				if opts.Level == chain.WantInc {
 					return usageErrorf(cmd, "--max-chain cannot be used with --level inc, which asks for an incremental whatever the chain's length")
 				}
+			}
+			switch c := cmd.String("compress"); {
+			case c == "zstd" || c == "zlib":
+				opts.Compress = c
+				if opts.Push {
+					return usageErrorf(cmd, "--compress %s cannot be used with --push: libvirt writes a push's images, uncompressed; leave out one of them", c)
+				}
+			case c != "none":
+				return usageErrorf(cmd, "--compress %q: use zstd, zlib or none", c)
 			}
 			if opts.Dir, err = filepath.Abs(opts.Dir); err != nil {
 				return err
@@ -86,7 +97,7 @@ func runBackup(ctx context.Context, env *Env, opts backupOptions) error {
 	}
 	out := newOutput(env, opts.JSON, opts.Quiet)
 	host, _ := os.Hostname()
-	req := engine.BackupRequest{Dir: opts.Dir, Level: opts.Level, Disks: opts.Disks, Push: opts.Push, MaxChain: opts.MaxChain, Now: env.Now,
+	req := engine.BackupRequest{Dir: opts.Dir, Level: opts.Level, Disks: opts.Disks, Push: opts.Push, MaxChain: opts.MaxChain, Compress: opts.Compress, Now: env.Now,
 		Host: host, PID: os.Getpid(), Sockets: job.DefaultSockets(env.Getenv), Reconnect: env.Reconnect}
 	b, err := engine.PrepareBackup(ctx, dom, req, out.notes)
 	if err != nil {

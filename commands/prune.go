@@ -74,6 +74,9 @@ func newPruneCommand(env *Env, run func(context.Context, *Env, pruneOptions) err
 				if err != nil {
 					return usageErrorf(cmd, "--keep-within: %v", err)
 				}
+				if w.Zero() {
+					return usageErrorf(cmd, "--keep-within %s: give a span above 0, as 14d", w.Text)
+				}
 				opts.Policy.Within = w
 			}
 			if opts.Policy.Empty() {

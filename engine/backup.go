@@ -26,6 +26,10 @@ type BackupRequest struct {
 	// MaxChain, when above 0, makes the backup a full one once the
 	// folder's chain has that many incrementals since its last full.
 	MaxChain int
+	// Compress is how the images' clusters are compressed: "" (none),
+	// "zlib" or "zstd"; QEMU reads them as they are. Pull only: in a push,
+	// libvirt writes the images.
+	Compress string
 	Now      func() time.Time
 	Host     string // this host and process, recorded with the job so that
 	PID      int    // a later run can tell whether it was orphaned

@@ -50,7 +50,7 @@ func (b *Backup) pull(ctx context.Context, printer progress.Printer) (map[string
 	var disks []exportfetch.Disk
 	for _, d := range j.Disks {
 		fd := exportfetch.Disk{Name: d.Name, URI: j.ExportURI(d), Format: "qcow2", Bitmap: d.Bitmap(),
-			Path: filepath.Join(b.pending.Dir(), d.Name+".qcow2")}
+			Path: filepath.Join(b.pending.Dir(), d.Name+".qcow2"), Compress: b.req.Compress}
 		if fd.Bitmap != "" {
 			prev, _ := b.dec.From.Disk(d.Name)
 			fd.Backing = b.pending.Backing(b.dec.From, prev)

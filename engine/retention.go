@@ -35,7 +35,7 @@ var withinForm = regexp.MustCompile(`^(?:(\d+)y)?(?:(\d+)m)?(?:(\d+)d)?(?:(\d+)h
 func ParseWithin(s string) (Within, error) {
 	m := withinForm.FindStringSubmatch(s)
 	if s == "" || m == nil {
-		return Within{}, fmt.Errorf("%q is not a span: write years, months, days and hours as in 1y6m, 14d or 36h", s)
+		return Within{}, fmt.Errorf("%q is not a span: write years (y), months (m), days (d) and hours (h) as in 1y6m, 14d or 36h", s)
 	}
 	w := Within{Text: s}
 	for i, p := range []*int{&w.Years, &w.Months, &w.Days, &w.Hours} {
@@ -51,6 +51,9 @@ func ParseWithin(s string) (Within, error) {
 }
 
 func (w Within) set() bool { return w.Years+w.Months+w.Days+w.Hours > 0 }
+
+// Zero reports a span of no time (0d): it would keep nothing.
+func (w Within) Zero() bool { return !w.set() }
 
 // Empty reports a policy with no rule: prune refuses it, since it would
 // keep only the newest backup.
