@@ -21,8 +21,9 @@ const exitCodesHelp = `EXIT STATUS:
    0  success
    1  the operation failed (libvirt refused it, a domain or checkpoint was not found, ...)
    2  usage error: wrong arguments or flags; nothing was changed
- 130  interrupted (Ctrl-C or SIGTERM): what the command had begun was undone
-      (a second Ctrl-C leaves at once, with status 1)`
+ 130  interrupted (Ctrl-C or SIGTERM), after cleaning up: what the command had
+      begun is undone (a prune's half-done removal is completed by the next
+      prune or backup); a second Ctrl-C leaves at once, with status 1`
 
 // UsageError is a mistake in the command line. Main prints it with the
 // command's synopsis and exits 2.

@@ -33,20 +33,6 @@ func openDomain(ctx context.Context, env *Env, name string) (virt.Conn, virt.Dom
 	return conn, dom, nil
 }
 
-// openRunningDomain opens a domain that a backup can run on: a running one.
-func openRunningDomain(ctx context.Context, env *Env, name string) (virt.Conn, virt.Domain, error) {
-	conn, dom, err := openDomain(ctx, env, name)
-	if err != nil {
-		return nil, nil, err
-	}
-	if st, err := dom.State(ctx); err != nil {
-		return nil, nil, err
-	} else if !st.Active {
-		return nil, nil, fmt.Errorf("domain %q is %s: a backup needs a running domain; start it with 'virsh start %s'", dom.Name(), st.State, dom.Name())
-	}
-	return conn, dom, nil
-}
-
 // unsupportedFlags reports libvirt refusing a flag this driver or version
 // does not know (virCheckFlags says "unsupported flags (0x…)").
 func unsupportedFlags(err error) bool {

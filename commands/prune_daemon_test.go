@@ -216,7 +216,17 @@ func TestPruneLocked(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer unlock()
+	before := backupLevels(t, dir)
 	r := vb(t, open, "prune", "--from", dir, "--keep-last", "1")
 	wantCode(t, r, ExitFailure)
 	wantStderr(t, r, "another vbackup command is writing "+dir)
+	r = vb(t, open, "backup", dom, "--to", dir)
+	wantCode(t, r, ExitFailure)
+	wantStderr(t, r, "another vbackup command is writing "+dir)
+	if after := backupLevels(t, dir); strings.Join(after, "|") != strings.Join(before, "|") {
+		t.Errorf("a refused command changed the folder: %v, was %v", after, before)
+	}
+	if out := bed.Virsh(t, "checkpoint-list", dom, "--name"); strings.Count(strings.TrimSpace(out), "\n") != 0 {
+		t.Errorf("a refused backup left checkpoints: %q", out)
+	}
 }

@@ -226,6 +226,9 @@ func TestRunPushCancelled(t *testing.T) {
 	if !errors.Is(err, stop) {
 		t.Fatalf("err = %v; want it to wrap the cause", err)
 	}
+	if !slices.Contains(b.conn.Calls(), "BeginBackup") || !slices.Contains(b.conn.Calls(), "AbortJob") {
+		t.Errorf("the push was not begun and then stopped: calls %v", b.conn.Calls())
+	}
 	if got := checkpoints(t, b.dom); len(got) != 0 {
 		t.Errorf("checkpoints after a cancelled push: %v", got)
 	}

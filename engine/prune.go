@@ -107,6 +107,19 @@ func Prune(ctx context.Context, req PruneRequest, notes progress.Notifier) (Prun
 		return out, fmt.Errorf("%s holds no backups to prune", req.Dir)
 	}
 	out.Verdicts = req.Policy.Apply(store.Backups)
+	// A disk image two later backups build on cannot be merged into both:
+	// refused before anything changes.
+	for _, v := range out.Verdicts {
+		if v.Keep {
+			continue
+		}
+		for _, d := range v.Backup.Disks {
+			if deps := store.Dependents(v.Backup, d.Name); len(deps) > 1 {
+				return out, fmt.Errorf("backup %s: disk %s is the base of %d later backups (%s and %s); it cannot be merged into both, so nothing was pruned; keep it with --keep-last or another rule",
+					v.Backup.Name(), d.Name, len(deps), deps[0].Name(), deps[1].Name())
+			}
+		}
+	}
 	before := storedBytes(req.Dir)
 	dry := &dryRun{full: map[string]bool{}, ranges: map[string][]contentsum.Range{}}
 	for _, v := range out.Verdicts {
@@ -162,14 +175,8 @@ func completeRemoval(ctx context.Context, store *chain.Store, notes progress.Not
 func remove(ctx context.Context, store *chain.Store, r *chain.Backup, now time.Time) ([]Merge, error) {
 	var plan []chain.Planned
 	for _, d := range r.Disks {
-		deps := store.Dependents(r, d.Name)
-		switch len(deps) {
-		case 0:
-		case 1:
+		if deps := store.Dependents(r, d.Name); len(deps) == 1 {
 			plan = append(plan, chain.Planned{Disk: d.Name, Into: deps[0].Name()})
-		default:
-			return nil, fmt.Errorf("backup %s: disk %s is the base of %d later backups (%s and %s); it cannot be merged into both, so it is kept",
-				r.Name(), d.Name, len(deps), deps[0].Name(), deps[1].Name())
 		}
 	}
 	if err := store.BeginRemoval(r, plan, now); err != nil {

@@ -312,7 +312,14 @@ func (w *watcher) reconnect(ctx, outer context.Context) error {
 		if time.Now().After(deadline) {
 			break
 		}
-		time.Sleep(time.Second)
+		select {
+		case <-outer.Done():
+			// Stopped while libvirtd is away: nothing can end the job from here.
+			w.opts.Printer.Finish(progress.Result{At: w.opts.Now(), State: progress.JobUnknown, Error: "the connection to libvirtd was lost", Elapsed: w.elapsed()})
+			return fmt.Errorf("domain %q: the connection to libvirtd was lost, and vbackup was stopped before it came back (%w); check the job with 'vbackup backup-status %s'",
+				w.dom.Name(), context.Cause(outer), w.dom.Name())
+		case <-time.After(time.Second):
+		}
 	}
 	w.opts.Printer.Finish(progress.Result{At: w.opts.Now(), State: progress.JobUnknown, Error: "the connection to libvirtd was lost", Elapsed: w.elapsed()})
 	return fmt.Errorf("domain %q: the connection to libvirtd was lost and the job's outcome is unknown; check with 'vbackup backup-status %s --completed' and 'vbackup checkpoint-list %s'",
