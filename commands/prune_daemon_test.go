@@ -125,32 +125,7 @@ func TestPruneKilled(t *testing.T) {
 	}
 	latest := sourceSums(t, bed, dom, "vda")
 
-	cmd := exec.Command(vbackupBinary(t), "prune", "--from", dir, "--keep-last", "1")
-	var stderr strings.Builder
-	cmd.Stderr = &stderr
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	// Killed while qemu-img commits the first merge.
-	child := 0
-	for deadline := time.Now().Add(30 * time.Second); time.Now().Before(deadline) && child == 0; time.Sleep(5 * time.Millisecond) {
-		if child = childRunning(cmd.Process.Pid, "commit"); child != 0 && cmd.Process.Signal(syscall.SIGKILL) != nil {
-			child = 0
-		}
-	}
-	err := cmd.Wait()
-	if child == 0 {
-		t.Fatalf("the prune ended before it could be killed while merging: %v\n%s", err, stderr.String())
-	}
-	// Its qemu-img dies with it: nothing is left at work in the folder.
-	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(10 * time.Millisecond) {
-		if _, err := os.Stat("/proc/" + strconv.Itoa(child)); os.IsNotExist(err) {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("qemu-img (pid %d) still runs after its prune was killed", child)
-		}
-	}
+	killPruneDuring(t, "commit", "--from", dir, "--keep-last", "1")
 	// The point being removed is no longer listed; the others verify and
 	// restore.
 	listed := vb(t, open, "backups", dir)
@@ -175,6 +150,76 @@ func TestPruneKilled(t *testing.T) {
 	}
 	if _, err := os.Stat(filepath.Join(dir, ".vbackup.removing")); !os.IsNotExist(err) {
 		t.Errorf("the removal record is left: %v", err)
+	}
+}
+
+// killPruneDuring runs 'vbackup prune ARGS' and kills it (SIGKILL) while
+// its qemu-img runs the sub-command; the qemu-img must die with it.
+func killPruneDuring(t *testing.T, sub string, args ...string) {
+	t.Helper()
+	cmd := exec.Command(vbackupBinary(t), append([]string{"prune"}, args...)...)
+	var stderr strings.Builder
+	cmd.Stderr = &stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	child := 0
+	for deadline := time.Now().Add(30 * time.Second); time.Now().Before(deadline) && child == 0; time.Sleep(5 * time.Millisecond) {
+		if child = childRunning(cmd.Process.Pid, sub); child != 0 && cmd.Process.Signal(syscall.SIGKILL) != nil {
+			child = 0
+		}
+	}
+	err := cmd.Wait()
+	if child == 0 {
+		t.Fatalf("the prune ended before it could be killed during qemu-img %s: %v\n%s", sub, err, stderr.String())
+	}
+	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(10 * time.Millisecond) {
+		if _, err := os.Stat("/proc/" + strconv.Itoa(child)); os.IsNotExist(err) {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("qemu-img (pid %d) still runs after its prune was killed", child)
+		}
+	}
+}
+
+// A prune killed while it rebases a point past a removed middle one: the
+// listed backups verify and restore, and the next prune completes it.
+func TestPruneKilledWhileRebasing(t *testing.T) {
+	open, bed := realDaemon(t)
+	dom := bed.Domain(t, "vda:qcow2:512M")
+	dir := filepath.Join(t.TempDir(), "backups")
+	days := []time.Time{time.Date(2026, 10, 30, 1, 0, 0, 0, time.UTC), time.Date(2026, 10, 31, 1, 0, 0, 0, time.UTC),
+		time.Date(2026, 11, 1, 1, 0, 0, 0, time.UTC), time.Date(2026, 11, 2, 1, 0, 0, 0, time.UTC)}
+	var points []map[string]string
+	for i, size := range []int64{64, 64, 256, 1} {
+		bed.Write(t, dom, "vda", byte(0x50+i), int64(i*8)<<20, size<<20)
+		wantCode(t, vbAt(t, open, days[i], "backup", dom, "--to", dir), ExitOK)
+		points = append(points, sourceSums(t, bed, dom, "vda"))
+	}
+	names := []string{}
+	for _, b := range storeBackups(t, dir) {
+		names = append(names, b.Name())
+	}
+	// The oldest full goes into October's last; November's first goes up
+	// into the newest, killed then.
+	killPruneDuring(t, "rebase", "--from", dir, "--keep-monthly", "2")
+	wantCode(t, vb(t, open, "verify", "--from", dir), ExitOK)
+	if got := restoredSums(t, open, dir, names[3], "vda"); got["vda"] != points[3]["vda"] {
+		t.Errorf("after the kill %s restores to %s, want %s", names[3], got["vda"], points[3]["vda"])
+	}
+	r := vb(t, open, "prune", "--from", dir, "--keep-monthly", "2")
+	wantCode(t, r, ExitOK)
+	wantStderr(t, r, "completing the removal of backup "+names[2])
+	kept := storeBackups(t, dir)
+	if len(kept) != 2 || kept[0].Name() != names[1] || kept[1].Name() != names[3] {
+		t.Fatalf("kept %v", kept)
+	}
+	wantCode(t, vb(t, open, "verify", "--from", dir), ExitOK)
+	for i, at := range map[int]string{1: names[1], 3: names[3]} {
+		if got := restoredSums(t, open, dir, at, "vda"); got["vda"] != points[i]["vda"] {
+			t.Errorf("%s restores to %s, want %s", at, got["vda"], points[i]["vda"])
+		}
 	}
 }
 
