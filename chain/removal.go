@@ -86,6 +86,11 @@ func (s *Store) EndRemoval() error {
 	var gone string
 	if s.Removing != nil {
 		gone = filepath.Join(s.Dir, "."+s.Removing.Name()+partialSuffix)
+		// A leftover of the same name (an earlier crash here) would stop
+		// the rename.
+		if err := os.RemoveAll(gone); err != nil {
+			return err
+		}
 		if err := os.Rename(s.Removing.Dir, gone); err != nil {
 			return err
 		}

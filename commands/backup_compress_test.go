@@ -80,3 +80,32 @@ func TestBackupMaxChain(t *testing.T) {
 	}
 	wantCode(t, vb(t, open, "verify", "--from", dir), ExitOK)
 }
+
+// A disk that grows between two backups: the incremental after it reads
+// the whole disk once and says why, and keeps every chunk's digest, so
+// that the ones after it read only what changed again.
+func TestBackupAfterResize(t *testing.T) {
+	open, bed := realDaemon(t)
+	dom := bed.Domain(t, "vda:qcow2:64M")
+	bed.Write(t, dom, "vda", 0x21, 0, 4<<20)
+	dir := filepath.Join(t.TempDir(), "backups")
+	wantCode(t, vb(t, open, "backup", dom, "--to", dir), ExitOK)
+	bed.Virsh(t, "blockresize", dom, "vda", "80M")
+	bed.Write(t, dom, "vda", 0x22, 70<<20, 1<<20)
+	r := vb(t, open, "backup", dom, "--to", dir)
+	wantCode(t, r, ExitOK)
+	wantStderr(t, r, "disk vda changed size since backup")
+	for i := 0; i < 2; i++ {
+		bed.Write(t, dom, "vda", byte(0x23+i), int64(10+i)<<20, 1<<20)
+		r = vb(t, open, "backup", dom, "--to", dir)
+		wantCode(t, r, ExitOK)
+		if strings.Contains(r.stderr, "reading all") {
+			t.Errorf("backup %d after the resize read all of the disk again:\n%s", i+3, r.stderr)
+		}
+	}
+	wantCode(t, vb(t, open, "verify", "--from", dir), ExitOK)
+	want := sourceSums(t, bed, dom, "vda")
+	if got := restoredSums(t, open, dir, "latest", "vda"); got["vda"] != want["vda"] {
+		t.Errorf("restores to %s, the domain's is %s", got["vda"], want["vda"])
+	}
+}

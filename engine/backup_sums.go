@@ -1,11 +1,9 @@
 package engine
 
 import (
-	"bufio"
 	"bytes"
 	"context"
 	"fmt"
-	"io"
 	"os"
 	"path/filepath"
 	"time"
@@ -63,38 +61,42 @@ func (b *Backup) manifest(ctx context.Context, started time.Time, copied map[str
 // builds on, once they are proven to be that backup's.
 func (b *Backup) checksum(ctx context.Context, d *chain.Disk) (contentsum.Sum, error) {
 	image := filepath.Join(b.pending.Dir(), d.File)
-	var opts contentsum.Options
+	// Every chunk's digest is kept in memory (32 bytes per MiB: 32 MiB for
+	// 1 TiB), and the file's form chosen once the sum is done.
+	var all bytes.Buffer
+	opts := contentsum.Options{Digests: &all}
 	var changed []contentsum.Range
-	d.Digests = allDigestsFile(d.Name)
+	var prevSize uint64
 	if d.Level == chain.Incremental {
 		var err error
 		if changed, _, err = topLayer(ctx, image); err != nil {
 			return contentsum.Sum{}, err
 		}
 		prev, _ := b.dec.From.Disk(d.Name)
-		if all := b.earlier(d.Name); all != nil {
-			opts.Earlier = &contentsum.Earlier{Digests: bytes.NewReader(all), Size: prev.VirtualSize, Changed: changed}
+		prevSize = prev.VirtualSize
+		if earlier := b.earlier(d.Name, image); earlier != nil {
+			opts.Earlier = &contentsum.Earlier{Digests: bytes.NewReader(earlier), Size: prevSize, Changed: changed}
 		}
-		d.Digests, d.DigestsChanged = changedDigestsFile(d.Name), true
 	}
-	f, err := os.OpenFile(filepath.Join(b.pending.Dir(), d.Digests), os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
-	if err != nil {
-		return contentsum.Sum{}, err
-	}
-	defer f.Close()
-	var sink interface {
-		io.Writer
-		Flush() error
-	} = bufio.NewWriter(f)
-	if d.DigestsChanged {
-		sink = newChangedRecords(f, changed)
-	}
-	opts.Digests = sink
 	sum, err := contentsum.File(ctx, image, d.Format, opts)
 	if err != nil {
 		return sum, err
 	}
-	if err := sink.Flush(); err != nil {
+	// Only the changed chunks', where the chain below holds the others':
+	// an incremental that could build on the digests below, of the same
+	// size. Otherwise every chunk's, from which the next ones build.
+	d.Digests, d.DigestsChanged = allDigestsFile(d.Name), false
+	data := all.Bytes()
+	if opts.Earlier != nil && sum.Size == prevSize {
+		d.Digests, d.DigestsChanged = changedDigestsFile(d.Name), true
+		data = recordsOf(data, changed)
+	}
+	f, err := os.OpenFile(filepath.Join(b.pending.Dir(), d.Digests), os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+	if err != nil {
+		return sum, err
+	}
+	defer f.Close()
+	if _, err := f.Write(data); err != nil {
 		return sum, err
 	}
 	return sum, f.Close()
@@ -103,7 +105,12 @@ func (b *Backup) checksum(ctx context.Context, d *chain.Disk) (contentsum.Sum, e
 // earlier is every chunk digest of a disk in the backup an incremental
 // builds on, or nil (everything is then read) when they cannot be had or
 // are not those of its checksum.
-func (b *Backup) earlier(disk string) []byte {
+func (b *Backup) earlier(disk, image string) []byte {
+	prev, _ := b.dec.From.Disk(disk)
+	if cur, err := virtualSize(image); err == nil && cur != prev.VirtualSize {
+		b.notes.Notef("note: disk %s changed size since backup %s: reading all of it to checksum it", disk, b.dec.From.Name())
+		return nil
+	}
 	all, err := digestsAt(b.store, b.dec.From, disk)
 	if err != nil {
 		b.notes.Notef("note: the chunk digests of %s in backup %s %v: reading all of it to checksum it", disk, b.dec.From.Name(), err)

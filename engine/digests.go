@@ -33,8 +33,16 @@ func digestsAt(store *chain.Store, b *chain.Backup, disk string) ([]byte, error)
 	if err != nil {
 		return nil, err
 	}
+	// From the last link that keeps every chunk's digest: those below it
+	// are not needed (a full, or an incremental that had to read all).
+	from := 0
+	for i, l := range links {
+		if d, _ := l.Disk(disk); d.Digests != "" && !d.DigestsChanged {
+			from = i
+		}
+	}
 	var all []byte
-	for _, l := range links {
+	for _, l := range links[from:] {
 		d, _ := l.Disk(disk)
 		if d.Digests == "" {
 			return nil, fmt.Errorf("are not kept in backup %s", l.Name())
@@ -44,14 +52,13 @@ func digestsAt(store *chain.Store, b *chain.Backup, disk string) ([]byte, error)
 			return nil, fmt.Errorf("cannot be read (%w)", err)
 		}
 		if !d.DigestsChanged {
-			all = data
+			all = data // a buffer of its own: the records below are laid over it
 			continue
 		}
 		chunks := (d.VirtualSize + contentsum.ChunkSize - 1) / contentsum.ChunkSize
 		if uint64(len(all)) != chunks*digestSize || len(data)%recordSize != 0 {
 			return nil, errDigestsDamaged
 		}
-		all = bytes.Clone(all)
 		for r := data; len(r) > 0; r = r[recordSize:] {
 			i := binary.BigEndian.Uint64(r)
 			if i >= chunks {

@@ -79,6 +79,20 @@ func backingFile(path string) (string, error) {
 	return string(name), nil
 }
 
+// virtualSize is a qcow2 image's disk size, from its header.
+func virtualSize(path string) (uint64, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return 0, err
+	}
+	defer f.Close()
+	var h [32]byte
+	if _, err := f.ReadAt(h[:], 0); err != nil || string(h[:4]) != "QFI\xfb" {
+		return 0, fmt.Errorf("%s is not a qcow2 image", path)
+	}
+	return binary.BigEndian.Uint64(h[24:32]), nil
+}
+
 // qemuImg runs qemu-img in folder dir ("" for this one) and returns its
 // output; a failure says what qemu-img said about its last argument, the
 // image.

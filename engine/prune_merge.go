@@ -35,6 +35,9 @@ func mergeDisk(ctx context.Context, store *chain.Store, r *chain.Backup, d chain
 		return m, err
 	}
 	rName := chain.BackingName(r, d)
+	// The digest files the manifest no longer names go once the merge is
+	// done, after a crash too.
+	defer dropUnnamedDigests(next, d.Name)
 	if m.Down {
 		return m, mergeDown(ctx, store, r, d, next, nd, nextImg, rImg, rName, backing)
 	}
@@ -86,9 +89,6 @@ func mergeDown(ctx context.Context, store *chain.Store, r *chain.Backup, d chain
 		if err := stop("rewritten as full"); err != nil {
 			return err
 		}
-		if sums != nd.Digests && nd.Digests != "" {
-			_ = os.Remove(next.File(chain.Disk{File: nd.Digests})) // the changed chunks' alone, no longer named
-		}
 	}
 	if statErr == nil {
 		if err := os.Rename(rImg, nextImg); err != nil {
@@ -128,6 +128,17 @@ func rebaseUp(ctx context.Context, store *chain.Store, r *chain.Backup, d chain.
 		d.Digests, d.DigestsChanged = sums, changed
 	})
 	return store.Rewrite(next, m)
+}
+
+// dropUnnamedDigests removes next's digest files of disk that its manifest
+// does not name (a merge replaced them).
+func dropUnnamedDigests(next *chain.Backup, disk string) {
+	nd, _ := next.Disk(disk)
+	for _, name := range []string{allDigestsFile(disk), changedDigestsFile(disk)} {
+		if name != nd.Digests {
+			_ = os.Remove(next.File(chain.Disk{File: name}))
+		}
+	}
 }
 
 // withDisk is a copy of m with disk name changed by edit.
