@@ -13,8 +13,10 @@ import (
 
 // lookupBudget bounds what a completion may wait for libvirt: a daemon that
 // is down, a slow host or a connection that wants a password gives no
-// candidates rather than a shell that hangs.
-const lookupBudget = time.Second
+// candidates rather than a shell that hangs. A second proved too short on
+// a loaded 2-core machine (a lookup of a few domains missed it in CI); a
+// daemon that is down fails at once whatever the budget.
+const lookupBudget = 3 * time.Second
 
 // remoteProbes is how many domains are asked for their checkpoints at once
 // over a network connection, when only domains with checkpoints fit and the
