@@ -22,7 +22,7 @@ import (
 
 // serve runs an NBD server (args hold SOCK for its Unix socket) until the
 // returned stop, or the test's end, and returns the export's URI.
-func serve(t *testing.T, export string, bin string, args ...string) (uri string, stop func()) {
+func serve(t testing.TB, export string, bin string, args ...string) (uri string, stop func()) {
 	t.Helper()
 	sock := filepath.Join(t.TempDir(), "nbd.sock")
 	for i, a := range args {
@@ -50,7 +50,7 @@ func serve(t *testing.T, export string, bin string, args ...string) (uri string,
 }
 
 // qemuNBD serves img read-only, to 16 clients at once (so with multi-conn).
-func qemuNBD(t *testing.T, img string, args ...string) (string, func()) {
+func qemuNBD(t testing.TB, img string, args ...string) (string, func()) {
 	return serve(t, "", "qemu-nbd", append([]string{"--socket=SOCK", "-t", "-e", "16", "-r", "-f", "qcow2"}, append(args, img)...)...)
 }
 

@@ -1,6 +1,7 @@
 package fetch
 
 import (
+	"cmp"
 	"context"
 	"encoding/binary"
 	"fmt"
@@ -18,17 +19,16 @@ import (
 	"vbackup/internal/testbed"
 )
 
-// TestMeasureCompression times fetches of one export into a plain, a zlib
+// BenchmarkCompression times fetches of one export into a plain, a zlib
 // and a zstd qcow2 image, alternated, and qemu-img convert -c for
-// reference, on a disk that resembles a real one (realDisk). It runs
-// only when asked, as root (it drops the page cache before each run):
+// reference, on a disk that resembles a real one (realDisk), and logs the
+// table. A benchmark, so that only -bench runs it, as root (it drops the
+// page cache before each run); its own runs are alternated, whatever b.N:
 //
-//	VBACKUP_MEASURE_MB=2048 VBACKUP_MEASURE_RUNS=3 go test -run TestMeasureCompression -v -timeout 60m ./fetch/
-func TestMeasureCompression(t *testing.T) {
+//	VBACKUP_MEASURE_MB=2048 VBACKUP_MEASURE_RUNS=3 go test -run '^$' -bench Compression -benchtime 1x -v -timeout 60m ./fetch/
+func BenchmarkCompression(t *testing.B) {
 	mb, _ := strconv.Atoi(os.Getenv("VBACKUP_MEASURE_MB"))
-	if mb == 0 {
-		t.Skip("set VBACKUP_MEASURE_MB to measure")
-	}
+	mb = cmp.Or(mb, 2048)
 	runs, _ := strconv.Atoi(os.Getenv("VBACKUP_MEASURE_RUNS"))
 	runs = max(runs, 1)
 	testbed.Need(t, "qemu-img", "qemu-nbd")
