@@ -60,34 +60,10 @@ func (t *compressedTarget) tune(o *nbd.CopyOptions) {
 // one 512 MiB region at a time (so that the layout stays close to the
 // copy), and yields it to be copied at its guest offset.
 func (t *compressedTarget) layout(p plan) iter.Seq2[nbd.Piece, error] {
-	return func(yield func(nbd.Piece, error) bool) {
-		for x, err := range p {
-			if err != nil {
-				yield(nbd.Piece{}, err)
-				return
-			}
-			first, count := x.off/clusterSize, (x.len+clusterSize-1)/clusterSize
-			if x.zero {
-				if err := t.AddZero(first, count); err != nil {
-					yield(nbd.Piece{}, err)
-					return
-				}
-				continue
-			}
-			for count > 0 {
-				n, err := t.AddData(first, count)
-				if err != nil {
-					yield(nbd.Piece{}, err)
-					return
-				}
-				off := first * clusterSize
-				if !yield(nbd.Piece{Offset: off, Length: min(n*clusterSize, x.end()-off), To: off}, nil) {
-					return
-				}
-				first, count = first+n, count-n
-			}
-		}
-	}
+	return layoutClusters(p, t.AddZero, func(first, count uint64) (uint64, uint64, error) {
+		n, err := t.AddData(first, count)
+		return first * clusterSize, n, err // copied to its guest offset: WriteAt places it
+	})
 }
 
 // WriteAt compresses and writes the clusters p holds from guest offset

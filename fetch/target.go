@@ -149,6 +149,14 @@ func (t *qcow2Target) tune(*nbd.CopyOptions) {}
 // are adjacent on the host within a 512 MiB region, so it is copied in
 // one piece per region it spans.
 func (t *qcow2Target) layout(p plan) iter.Seq2[nbd.Piece, error] {
+	return layoutClusters(p, t.AddZero, t.Add)
+}
+
+// layoutClusters adds a plan's pieces to a qcow2 image cluster by cluster:
+// zero pieces with addZero, data pieces with add, which takes as many of
+// the clusters as fit one region and says where they go (To), and yields
+// each data piece's part to be copied.
+func layoutClusters(p plan, addZero func(first, count uint64) error, add func(first, count uint64) (to, n uint64, err error)) iter.Seq2[nbd.Piece, error] {
 	return func(yield func(nbd.Piece, error) bool) {
 		for x, err := range p {
 			if err != nil {
@@ -157,20 +165,20 @@ func (t *qcow2Target) layout(p plan) iter.Seq2[nbd.Piece, error] {
 			}
 			first, count := x.off/clusterSize, (x.len+clusterSize-1)/clusterSize
 			if x.zero {
-				if err := t.AddZero(first, count); err != nil {
+				if err := addZero(first, count); err != nil {
 					yield(nbd.Piece{}, err)
 					return
 				}
 				continue
 			}
 			for count > 0 {
-				host, n, err := t.Add(first, count)
+				to, n, err := add(first, count)
 				if err != nil {
 					yield(nbd.Piece{}, err)
 					return
 				}
 				off := first * clusterSize
-				if !yield(nbd.Piece{Offset: off, Length: min(n*clusterSize, x.end()-off), To: host}, nil) {
+				if !yield(nbd.Piece{Offset: off, Length: min(n*clusterSize, x.end()-off), To: to}, nil) {
 					return
 				}
 				first, count = first+n, count-n

@@ -87,47 +87,7 @@ func (d *Domain) Disks(ctx context.Context) ([]virt.Disk, error) {
 	if err := def.Unmarshal(doc); err != nil {
 		return nil, fmt.Errorf("domain %s: reading its XML: %w", d.name, err)
 	}
-	if def.Devices == nil {
-		return nil, nil
-	}
-	disks := make([]virt.Disk, 0, len(def.Devices.Disks))
-	for _, x := range def.Devices.Disks {
-		disk := virt.Disk{Device: x.Device, ReadOnly: x.ReadOnly != nil}
-		if disk.Device == "" {
-			disk.Device = "disk"
-		}
-		if x.Target != nil {
-			disk.Target = x.Target.Dev
-		}
-		if x.Driver != nil {
-			disk.Format = x.Driver.Type
-		}
-		disk.Type, disk.Source = diskSource(x.Source)
-		disks = append(disks, disk)
-	}
-	return disks, nil
-}
-
-func diskSource(s *libvirtxml.DomainDiskSource) (typ, path string) {
-	switch {
-	case s == nil:
-		return "", ""
-	case s.File != nil:
-		return "file", s.File.File
-	case s.Block != nil:
-		return "block", s.Block.Dev
-	case s.Volume != nil:
-		return "volume", s.Volume.Pool + "/" + s.Volume.Volume
-	case s.Network != nil:
-		return "network", s.Network.Protocol + ":" + s.Network.Name
-	case s.Dir != nil:
-		return "dir", s.Dir.Dir
-	case s.NVME != nil:
-		return "nvme", "nvme"
-	case s.VHostUser != nil:
-		return "vhostuser", "vhostuser"
-	}
-	return "", ""
+	return virt.DisksOf(&def), nil
 }
 
 // CreateCheckpoint creates (or, with Redefine, restores) a checkpoint from

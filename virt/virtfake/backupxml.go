@@ -7,6 +7,8 @@ import (
 	"strings"
 
 	"libvirt.org/go/libvirtxml"
+
+	"vbackup/virt"
 )
 
 // backupDef is a <domainbackup> as libvirt holds it once parsed: every disk
@@ -155,7 +157,7 @@ func setStore(op string, disk *backupDisk, src *libvirtxml.DomainDiskSource, drv
 // every other disk of the domain, backed up (into a generated file name)
 // only when no disk was listed.
 func alignBackup(op string, def *backupDef, dom *libvirtxml.Domain, suffix string) error {
-	domDisks := disksOf(dom)
+	domDisks := virt.DisksOf(dom)
 	if len(domDisks) == 0 {
 		return newErr(op, errConfigUnsup, "domain must have at least one disk to perform backup")
 	}

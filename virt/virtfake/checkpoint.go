@@ -145,7 +145,7 @@ func (d *Domain) commitCheckpoint(cp *checkpoint) {
 // in its order. Listing no disk means a bitmap on every writable disk with
 // media; listing some leaves the others out ("no").
 func alignDisks(op, name string, given []libvirtxml.DomainCheckpointDisk, dom *libvirtxml.Domain) ([]cpDisk, error) {
-	domDisks := disksOf(dom)
+	domDisks := virt.DisksOf(dom)
 	if len(given) > len(domDisks) {
 		return nil, newErr(op, errConfigUnsup, "too many disk checkpoint requests for domain")
 	}

@@ -91,7 +91,7 @@ func (d *Domain) Disks(ctx context.Context) ([]virt.Disk, error) {
 	if err := d.c.enter("Disks", "virDomainGetXMLDesc"); err != nil {
 		return nil, err
 	}
-	return disksOf(d.live), nil
+	return virt.DisksOf(d.live), nil
 }
 
 // Start starts a shut-off domain; its checkpoints and bitmaps are still
@@ -134,7 +134,7 @@ func (d *Domain) Stop() {
 // diskByName finds a disk of def by target or source path, as libvirt's
 // checkpoint code does.
 func diskByName(def *libvirtxml.Domain, name string) *virt.Disk {
-	for _, disk := range disksOf(def) {
+	for _, disk := range virt.DisksOf(def) {
 		if disk.Target == name || (disk.Source != "" && disk.Source == name) {
 			return &disk
 		}
@@ -143,46 +143,12 @@ func diskByName(def *libvirtxml.Domain, name string) *virt.Disk {
 }
 
 func diskByTarget(def *libvirtxml.Domain, target string) *virt.Disk {
-	for _, disk := range disksOf(def) {
+	for _, disk := range virt.DisksOf(def) {
 		if disk.Target == target {
 			return &disk
 		}
 	}
 	return nil
-}
-
-// disksOf reads disks as libvirtconn does from a domain's XML.
-func disksOf(def *libvirtxml.Domain) []virt.Disk {
-	if def == nil || def.Devices == nil {
-		return nil
-	}
-	disks := make([]virt.Disk, 0, len(def.Devices.Disks))
-	for _, x := range def.Devices.Disks {
-		disk := virt.Disk{Device: x.Device, ReadOnly: x.ReadOnly != nil}
-		if disk.Device == "" {
-			disk.Device = "disk"
-		}
-		if x.Target != nil {
-			disk.Target = x.Target.Dev
-		}
-		if x.Driver != nil {
-			disk.Format = x.Driver.Type
-		}
-		if s := x.Source; s != nil {
-			switch {
-			case s.File != nil:
-				disk.Type, disk.Source = "file", s.File.File
-			case s.Block != nil:
-				disk.Type, disk.Source = "block", s.Block.Dev
-			case s.Volume != nil:
-				disk.Type, disk.Source = "volume", s.Volume.Pool+"/"+s.Volume.Volume
-			case s.Network != nil:
-				disk.Type, disk.Source = "network", s.Network.Protocol+":"+s.Network.Name
-			}
-		}
-		disks = append(disks, disk)
-	}
-	return disks
 }
 
 func diskXML(disk virt.Disk) libvirtxml.DomainDisk {

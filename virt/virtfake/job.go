@@ -144,7 +144,7 @@ func (d *Domain) prepareDisks(op string, def *backupDef) ([]*backupDisk, error) 
 			disk.format = "qcow2"
 		}
 		d.storeSeq++
-		disk.index = uint(len(disksOf(d.live))) + d.storeSeq
+		disk.index = uint(len(virt.DisksOf(d.live))) + d.storeSeq
 		if disk.incremental == "" {
 			continue
 		}
