@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"vbackup/chain"
+	exportfetch "vbackup/fetch"
 	"vbackup/job"
 	"vbackup/progress"
 	"vbackup/virt"
@@ -55,6 +56,8 @@ type Backup struct {
 	uuid        string
 	pending     *chain.Pending
 	started     bool // the job started: its checkpoint exists
+	// The disks whose images the fetch summed as it wrote them.
+	summed map[string]exportfetch.DiskResult
 }
 
 // PrepareBackup takes the folder's lock (when the folder exists), checks

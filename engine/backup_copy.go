@@ -51,12 +51,16 @@ func (b *Backup) pull(ctx context.Context, printer progress.Printer) (map[string
 	for _, d := range j.Disks {
 		fd := exportfetch.Disk{Name: d.Name, URI: j.ExportURI(d), Format: "qcow2", Bitmap: d.Bitmap(),
 			Path: filepath.Join(b.pending.Dir(), d.Name+".qcow2"), Compress: b.req.Compress}
+		// A full plain image is summed as it is written (backup_written.go).
+		fd.Sum = fd.Bitmap == "" && fd.Compress == ""
 		if fd.Bitmap != "" {
 			prev, _ := b.dec.From.Disk(d.Name)
 			fd.Backing = b.pending.Backing(b.dec.From, prev)
 		}
 		disks = append(disks, fd)
 	}
+	// The incrementals' and compressed images are read back at once to
+	// be summed: they stay in the page cache for that.
 	res, err := exportfetch.Run(ctx, disks, exportfetch.Options{Connections: 4, KeepCache: true, Printer: printer, Now: b.req.Now})
 	if err != nil {
 		return nil, fmt.Errorf("reading the exports: %w", err)
@@ -66,8 +70,12 @@ func (b *Backup) pull(ctx context.Context, printer progress.Printer) (map[string
 	}
 	b.req.Sockets.Remove(b.dom.Name())
 	copied := map[string]uint64{}
+	b.summed = map[string]exportfetch.DiskResult{}
 	for _, d := range res.Disks {
 		copied[d.Name] = d.Copied
+		if d.Summed {
+			b.summed[d.Name] = d
+		}
 	}
 	return copied, nil
 }

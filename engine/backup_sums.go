@@ -37,7 +37,9 @@ func (b *Backup) manifest(ctx context.Context, started time.Time, copied map[str
 	for _, d := range cp.Disks {
 		tracked[d.Name] = d.Checkpoint == "bitmap"
 	}
-	b.notes.Infof("Reading the backup back to checksum it...")
+	if len(b.summed) < len(b.dec.Disks) {
+		b.notes.Infof("Reading the backup back to checksum it...")
+	}
 	for _, c := range b.dec.Disks {
 		d := chain.Disk{Name: c.Name, File: c.Name + ".qcow2", Format: "qcow2", Level: c.Level, Reason: c.Reason,
 			Bitmap: tracked[c.Name], Copied: copied[c.Name]}
@@ -61,6 +63,13 @@ func (b *Backup) manifest(ctx context.Context, started time.Time, copied map[str
 // builds on, once they are proven to be that backup's.
 func (b *Backup) checksum(ctx context.Context, d *chain.Disk) (contentsum.Sum, error) {
 	image := filepath.Join(b.pending.Dir(), d.File)
+	if w, ok := b.summed[d.Name]; ok {
+		if err := checkWritten(ctx, image, w); err != nil {
+			return contentsum.Sum{}, err
+		}
+		d.Digests, d.DigestsChanged = allDigestsFile(d.Name), false
+		return w.Sum, b.writeDigestFile(d.Digests, w.Digests)
+	}
 	// Every chunk's digest is kept in memory (32 bytes per MiB: 32 MiB for
 	// 1 TiB), and the file's form chosen once the sum is done.
 	var all bytes.Buffer
@@ -91,15 +100,21 @@ func (b *Backup) checksum(ctx context.Context, d *chain.Disk) (contentsum.Sum, e
 		d.Digests, d.DigestsChanged = changedDigestsFile(d.Name), true
 		data = recordsOf(data, changed)
 	}
-	f, err := os.OpenFile(filepath.Join(b.pending.Dir(), d.Digests), os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+	return sum, b.writeDigestFile(d.Digests, data)
+}
+
+// writeDigestFile writes a new digest file into the pending backup, which
+// its commit syncs.
+func (b *Backup) writeDigestFile(name string, data []byte) error {
+	f, err := os.OpenFile(filepath.Join(b.pending.Dir(), name), os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
 	if err != nil {
-		return sum, err
+		return err
 	}
 	defer f.Close()
 	if _, err := f.Write(data); err != nil {
-		return sum, err
+		return err
 	}
-	return sum, f.Close()
+	return f.Close()
 }
 
 // earlier is every chunk digest of a disk in the backup an incremental

@@ -98,3 +98,5 @@ func (t *compressedTarget) finish() error {
 }
 
 func (t *compressedTarget) abort() { t.Abort() }
+
+func (t *compressedTarget) placements() ([]Placement, bool) { return nil, false }

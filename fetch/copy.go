@@ -5,6 +5,7 @@ import (
 	"context"
 	"sync/atomic"
 
+	"vbackup/contentsum"
 	"vbackup/nbd"
 )
 
@@ -22,7 +23,8 @@ const perConnection = 64
 // over the source's connections, so memory stays at nbd's Buffers × Request
 // whatever the disk's size. The plan is walked twice, first for the total
 // that progress reports against, then for the copy itself.
-func (j *diskJob) copyDisk(ctx context.Context, src *source, dst target) error {
+// With stream, what is written is summed as it goes.
+func (j *diskJob) copyDisk(ctx context.Context, src *source, dst target, stream *contentsum.Stream) error {
 	fitted := func() plan { return dst.fit(wanted(ctx, src.conns[0], j.disk.Bitmap)) }
 	var total uint64
 	for x, err := range fitted() {
@@ -38,8 +40,18 @@ func (j *diskJob) copyDisk(ctx context.Context, src *source, dst target) error {
 		extents        int
 		last           piece
 	)
+	// covered is where the pieces so far end: a stream is told that the
+	// gaps between them read as zeroes, so that no chunk waits for the
+	// end of the copy to be hashed.
+	var covered uint64
 	counted := func(yield func(piece, error) bool) {
 		for x, err := range fitted() {
+			if err == nil && stream != nil {
+				if x.off > covered {
+					stream.Zero(covered, x.off-covered)
+				}
+				covered = max(covered, x.end())
+			}
 			if err == nil {
 				if x.off != last.end() || x.zero != last.zero || extents == 0 {
 					extents++ // not a continuation of a piece cut for length
@@ -48,11 +60,17 @@ func (j *diskJob) copyDisk(ctx context.Context, src *source, dst target) error {
 				if x.zero { // the target is new: zero pieces cost no write
 					zeroed.Add(x.len)
 					j.done.Add(x.len)
+					if stream != nil {
+						stream.Zero(x.off, x.len)
+					}
 				}
 			}
 			if !yield(x, err) {
 				return
 			}
+		}
+		if size := src.conns[0].Export().Size; stream != nil && covered < size {
+			stream.Zero(covered, size-covered)
 		}
 	}
 	opts := nbd.CopyOptions{
@@ -62,6 +80,15 @@ func (j *diskJob) copyDisk(ctx context.Context, src *source, dst target) error {
 			copied.Add(uint64(n))
 			j.done.Add(uint64(n))
 		},
+	}
+	if stream != nil {
+		opts.Written = func(off, n uint64, data []byte) {
+			if data == nil {
+				stream.Zero(off, n)
+				return
+			}
+			stream.Write(off, data)
+		}
 	}
 	dst.tune(&opts)
 	_, err := nbd.CopyPieces(ctx, src.conns, dst, dst.layout(counted), opts)

@@ -6,6 +6,7 @@
 package fetch
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -15,6 +16,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"vbackup/contentsum"
 	"vbackup/nbd"
 	"vbackup/progress"
 )
@@ -31,6 +33,10 @@ type Disk struct {
 	// compressed where that makes them smaller (QEMU reads zstd from 5.1
 	// on), "" for none. A raw file cannot be compressed.
 	Compress string
+	// Sum computes the content checksum of the file as the copy writes
+	// it (DiskResult.Sum), instead of a caller's reading it back: only for
+	// a file with no backing file, whose unwritten parts read as zeroes.
+	Sum bool
 }
 
 // Options qualify Run.
@@ -64,6 +70,23 @@ type DiskResult struct {
 	Copied  uint64 // bytes of data read from the export
 	Zeroed  uint64 // bytes written as zeroes (changed blocks that read as zero)
 	Extents int
+	// With Disk.Sum, Summed says the checksum of what was written is
+	// Sum, with every chunk's digest (contentsum's form), and that the
+	// data went where Layout says (nil for raw), for the caller to check
+	// that the file's own map agrees (a qcow2's allocation tables are the
+	// writer's; the bytes summed are the ones written there). Not Summed:
+	// the file must be read back (a disk too fragmented for its layout to
+	// be kept).
+	Summed  bool
+	Sum     contentsum.Sum
+	Digests []byte
+	Layout  []Placement
+}
+
+// Placement says where a run of the disk's content lies in the file.
+type Placement struct {
+	Off, Len uint64 // the range of the disk
+	To       uint64 // its offset in the file
 }
 
 const baseAllocation = "base:allocation"
@@ -220,11 +243,26 @@ func (j *diskJob) run(ctx context.Context) (err error) {
 			os.Remove(partial)
 		}
 	}()
-	if err := j.copyDisk(ctx, src, dst); err != nil {
+	var stream *contentsum.Stream
+	if j.disk.Sum {
+		if j.disk.Backing != "" {
+			return errors.New("a file with a backing file cannot be summed as it is written: it reads its backing file where nothing was written")
+		}
+		stream = contentsum.NewStream(size)
+	}
+	if err := j.copyDisk(ctx, src, dst, stream); err != nil {
 		return err
 	}
 	if err := dst.finish(); err != nil {
 		return fmt.Errorf("finishing %s: %w", partial, err)
+	}
+	if stream != nil {
+		var digests bytes.Buffer
+		if j.result.Sum, err = stream.Sum(&digests); err != nil {
+			return err
+		}
+		j.result.Digests = digests.Bytes()
+		j.result.Layout, j.result.Summed = dst.placements()
 	}
 	if err := place(partial, j.disk.Path); err != nil {
 		return err

@@ -7,6 +7,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"reflect"
 	"strings"
 	"sync"
 	"testing"
@@ -126,7 +127,7 @@ func TestFetchFullAndIncremental(t *testing.T) {
 	out := filepath.Join(dir, "inc.qcow2")
 	r := fetchOne(t, Disk{Name: "vda", URI: uri, Bitmap: "qemu:dirty-bitmap:b0", Path: out, Format: "qcow2", Backing: "full.qcow2"})
 	compare(t, img, out, "qcow2")
-	if want := (DiskResult{Name: "vda", Path: out, Size: size, Copied: 2<<16 + 1536, Zeroed: 1 << 16, Extents: 4}); r != want {
+	if want := (DiskResult{Name: "vda", Path: out, Size: size, Copied: 2<<16 + 1536, Zeroed: 1 << 16, Extents: 4}); !reflect.DeepEqual(r, want) {
 		t.Errorf("incremental: %+v, want %+v", r, want)
 	}
 	if info := testbed.Run(t, "qemu-img", "info", "-U", out); !strings.Contains(info, "backing file: full.qcow2") {

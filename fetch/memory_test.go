@@ -58,8 +58,8 @@ func (d hugeDisk) extents(yield func(nbd.Extent, error) bool) {
 
 // layoutOnly plans d and lays it out in a qcow2 image, as a fetch does,
 // copying nothing, and returns the pieces the copy would have been given.
-func layoutOnly(tb testing.TB, d hugeDisk, path string) int {
-	dst, err := newQcow2Target(path, "", d.size, true)
+func layoutOnly(tb testing.TB, d hugeDisk, path string, record bool) (int, target) {
+	dst, err := newQcow2Target(path, "", d.size, true, record)
 	if err != nil {
 		tb.Fatal(err)
 	}
@@ -74,7 +74,27 @@ func layoutOnly(tb testing.TB, d hugeDisk, path string) int {
 	if err := dst.finish(); err != nil {
 		tb.Fatal(err)
 	}
-	return pieces
+	return pieces, dst
+}
+
+// A fetch summed as it writes keeps its layout to be checked, but only up
+// to a bound: past it, the layout is dropped and the image is read back.
+func TestSummedLayoutMemoryBound(t *testing.T) {
+	d := hugeDisks[1] // 1 TiB fragmented: 2097152 runs of data
+	var m0, m1 runtime.MemStats
+	runtime.ReadMemStats(&m0)
+	_, dst := layoutOnly(t, d, filepath.Join(t.TempDir(), "huge.qcow2"), true)
+	runtime.ReadMemStats(&m1)
+	if alloc := m1.TotalAlloc - m0.TotalAlloc; alloc > 48<<20 {
+		t.Errorf("allocated %d bytes keeping the layout of %s; want under 48 MiB", alloc, d.name)
+	}
+	if runs, ok := dst.placements(); ok || runs != nil {
+		t.Errorf("%s: a layout of %d runs kept, want it dropped past %d", d.name, len(runs), maxPlacements)
+	}
+	_, dst = layoutOnly(t, hugeDisks[0], filepath.Join(t.TempDir(), "full.qcow2"), true)
+	if runs, ok := dst.placements(); !ok || len(runs) == 0 {
+		t.Errorf("%s: no layout kept (%v)", hugeDisks[0].name, ok)
+	}
 }
 
 // Planning and laying out a disk of any size, however fragmented, takes
@@ -87,7 +107,7 @@ func TestPlanMemoryBound(t *testing.T) {
 			path := filepath.Join(t.TempDir(), "huge.qcow2")
 			var m0, m1 runtime.MemStats
 			runtime.ReadMemStats(&m0)
-			pieces := layoutOnly(t, d, path)
+			pieces, _ := layoutOnly(t, d, path, false)
 			runtime.ReadMemStats(&m1)
 			alloc := m1.TotalAlloc - m0.TotalAlloc
 			t.Logf("%s: %d pieces to copy; %d bytes in %d objects allocated", d.name, pieces, alloc, m1.Mallocs-m0.Mallocs)
@@ -112,7 +132,7 @@ func BenchmarkPlan(b *testing.B) {
 			b.ReportAllocs()
 			var pieces int
 			for b.Loop() {
-				pieces = layoutOnly(b, d, filepath.Join(b.TempDir(), "huge.qcow2"))
+				pieces, _ = layoutOnly(b, d, filepath.Join(b.TempDir(), "huge.qcow2"), false)
 			}
 			b.ReportMetric(float64(pieces), "pieces/op")
 		})

@@ -25,6 +25,10 @@ type target interface {
 	layout(p plan) iter.Seq2[nbd.Piece, error]
 	finish() error // flush to stable storage and close
 	abort()
+	// placements says where layout put the data, in order, if it was
+	// asked to record it (Disk.Sum) and could: nil where the file is the
+	// disk itself (raw).
+	placements() (runs []Placement, ok bool)
 }
 
 // createTarget makes the file at path that a fetch of d writes. With
@@ -40,10 +44,13 @@ func createTarget(path string, d Disk, size uint64, evict bool) (target, error) 
 		}
 		return newRawTarget(path, size, evict)
 	case "qcow2":
+		if d.Compress != "" && d.Sum {
+			return nil, fmt.Errorf("a compressed image is not summed as it is written: read it back")
+		}
 		if d.Compress != "" {
 			return newCompressedTarget(path, d.Backing, d.Compress, size, evict)
 		}
-		return newQcow2Target(path, d.Backing, size, evict)
+		return newQcow2Target(path, d.Backing, size, evict, d.Sum)
 	}
 	return nil, fmt.Errorf("unknown format %q: use raw or qcow2", d.Format)
 }
@@ -104,6 +111,8 @@ func (t *rawTarget) finish() error {
 
 func (t *rawTarget) abort() { t.Close() }
 
+func (t *rawTarget) placements() ([]Placement, bool) { return nil, true }
+
 // qcow2Target is a new qcow2 image laid out as the copy goes
 // (qcow2.Writer): each data cluster's place is known before it is read,
 // so data lands at those offsets, concurrently, as in a raw file. Going
@@ -113,14 +122,23 @@ type qcow2Target struct {
 	size uint64
 	gate writeGate
 	wb   *writeBehind
+	// With record, where layout put the data, runs merged, up to
+	// maxPlacements of them; lost past that (a very fragmented disk), so
+	// that memory does not grow with the disk.
+	record, lost bool
+	laid         []Placement
 }
 
-func newQcow2Target(path, backing string, size uint64, evict bool) (target, error) {
+// maxPlacements bounds the layout a summed qcow2 keeps: 6 MiB of it, a
+// run of data per 4 MiB of a 1 TiB disk.
+const maxPlacements = 1 << 18
+
+func newQcow2Target(path, backing string, size uint64, evict, record bool) (target, error) {
 	w, err := createQcow2(path, backing, "", size)
 	if err != nil {
 		return nil, err
 	}
-	return &qcow2Target{Writer: w, size: size, gate: newWriteGate(writers), wb: newWriteBehind(w.Fd(), evict)}, nil
+	return &qcow2Target{Writer: w, size: size, gate: newWriteGate(writers), wb: newWriteBehind(w.Fd(), evict), record: record}, nil
 }
 
 // createQcow2 starts an image over backing, if any, with compression
@@ -149,7 +167,31 @@ func (t *qcow2Target) tune(*nbd.CopyOptions) {}
 // are adjacent on the host within a 512 MiB region, so it is copied in
 // one piece per region it spans.
 func (t *qcow2Target) layout(p plan) iter.Seq2[nbd.Piece, error] {
-	return layoutClusters(p, t.AddZero, t.Add)
+	return func(yield func(nbd.Piece, error) bool) {
+		for x, err := range layoutClusters(p, t.AddZero, t.Add) {
+			if err == nil && t.record && !t.lost {
+				t.laid = addPlacement(t.laid, Placement{Off: x.Offset, Len: x.Length, To: x.To})
+				if len(t.laid) > maxPlacements {
+					t.laid, t.lost = nil, true
+				}
+			}
+			if !yield(x, err) {
+				return
+			}
+		}
+	}
+}
+
+func (t *qcow2Target) placements() ([]Placement, bool) { return t.laid, !t.lost }
+
+// addPlacement appends p to runs laid in order, extending the last run
+// when p continues it on both sides.
+func addPlacement(runs []Placement, p Placement) []Placement {
+	if n := len(runs); n > 0 && runs[n-1].Off+runs[n-1].Len == p.Off && runs[n-1].To+runs[n-1].Len == p.To {
+		runs[n-1].Len += p.Len
+		return runs
+	}
+	return append(runs, p)
 }
 
 // layoutClusters adds a plan's pieces to a qcow2 image cluster by cluster:

@@ -49,6 +49,13 @@ type CopyOptions struct {
 	// done: read (its holes included) and written, or zeroed. Calls do not
 	// overlap.
 	Progress func(n int64)
+	// Written, if set, is told what each read of the export left in dst,
+	// at the export's offsets: n bytes of data at off once dst's WriteAt
+	// has taken them, or, with data nil, a hole of the read that was not
+	// written (without DstNotZero: a fresh dst reads as zeroes there). It
+	// is for summing a copy as it goes rather than reading it back; it is
+	// called from several goroutines at once and must not keep data.
+	Written func(off, n uint64, data []byte)
 }
 
 // ZeroerAt is a destination that can make a range read as zeroes
@@ -280,10 +287,17 @@ func (w *copyWorker) do(ctx context.Context, job Piece) error {
 	// Write what lies between the holes.
 	pos := job.Offset
 	for _, h := range append(holes, Extent{Offset: job.Offset + job.Length}) {
+		if w.opts.Written != nil && h.Length > 0 {
+			w.opts.Written(h.Offset, h.Length, nil)
+		}
 		if h.Offset > pos {
 			at := job.To + (pos - job.Offset)
-			if _, err := w.dst.WriteAt(p[pos-job.Offset:h.Offset-job.Offset], int64(at)); err != nil {
+			part := p[pos-job.Offset : h.Offset-job.Offset]
+			if _, err := w.dst.WriteAt(part, int64(at)); err != nil {
 				return fmt.Errorf("nbd: copy of export %q: writing at offset %d: %w", w.conn.export.Name, at, err)
+			}
+			if w.opts.Written != nil {
+				w.opts.Written(pos, uint64(len(part)), part)
 			}
 			w.written.Add(int64(h.Offset - pos))
 		}

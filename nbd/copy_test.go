@@ -61,6 +61,39 @@ func TestCopySparse(t *testing.T) {
 	}
 }
 
+// Written is told each part of the export as it lands in dst: the parts
+// laid side by side are the export, and they are what the copy wrote.
+func TestCopyTellsWhatItWrote(t *testing.T) {
+	img, want := sparseImage(t)
+	s := qemuNBD(t, img, "-r", "-f", "qcow2")
+	c := dial(t, s.uri(), Options{MetaContexts: []string{ContextAllocation}})
+	dst := &memDst{b: make([]byte, len(want))}
+	var mu sync.Mutex
+	told := make([]byte, len(want))
+	var data uint64
+	n, err := Copy(testCtx(t), c, dst, CopyOptions{RequestSize: 64 << 10, Written: func(off, n uint64, p []byte) {
+		mu.Lock()
+		defer mu.Unlock()
+		if p == nil {
+			return // a hole: told reads as zeroes there already
+		}
+		if uint64(len(p)) != n {
+			t.Errorf("told %d bytes at %d with %d bytes of data", n, off, len(p))
+		}
+		copy(told[off:], p)
+		data += n
+	}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(told, want) {
+		t.Error("what Written was told differs from the export")
+	}
+	if data != uint64(n) {
+		t.Errorf("Written was told of %d bytes of data, the copy wrote %d", data, n)
+	}
+}
+
 // An incremental copy over the previous backup: only what the bitmap
 // marks dirty is read, and dirty ranges that now read as zeroes are zeroed.
 func TestCopyDirty(t *testing.T) {
