@@ -4,6 +4,8 @@ import (
 	"context"
 	"fmt"
 	"path/filepath"
+	"strings"
+	"time"
 
 	"vbackup/chain"
 	exportfetch "vbackup/fetch"
@@ -92,6 +94,9 @@ func (b *Backup) push(ctx context.Context, printer progress.Printer) (map[string
 	copied := map[string]uint64{}
 	for _, c := range b.dec.Disks {
 		file := filepath.Join(b.pending.Dir(), c.Name+".qcow2")
+		if err := waitReleased(ctx, file); err != nil {
+			return nil, fmt.Errorf("disk %s: %w", c.Name, err)
+		}
 		_, n, err := topLayer(ctx, file)
 		if err != nil {
 			return nil, err
@@ -108,4 +113,28 @@ func (b *Backup) push(ctx context.Context, printer progress.Printer) (map[string
 		}
 	}
 	return copied, nil
+}
+
+// waitReleased waits until QEMU has let go of a push target. The job's end
+// can reach us a moment before QEMU closes the image (seen on a loaded
+// machine: the read-back's qemu-nbd then failed to get its "write" lock),
+// and until then the image cannot be read, rebased or trusted as complete.
+func waitReleased(ctx context.Context, file string) error {
+	const wait, every = 30 * time.Second, 100 * time.Millisecond
+	deadline := time.Now().Add(wait)
+	for {
+		// Without -U, qemu-img takes the image's locks as a reader does.
+		_, err := qemuImg(ctx, "", "info", "-f", "qcow2", file)
+		if err == nil || !strings.Contains(err.Error(), "lock") {
+			return err
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("QEMU still holds %s %s after the job ended: %w", file, wait, err)
+		}
+		select {
+		case <-ctx.Done():
+			return context.Cause(ctx)
+		case <-time.After(every):
+		}
+	}
 }
