@@ -98,10 +98,10 @@ func (s *Store) EndRemoval() error {
 			return err
 		}
 	}
+	// Not synced: a record that a crash brings back names a backup that
+	// is gone, which the next prune or backup drops (staleRemoval), and
+	// a sync costs a journal commit of its own.
 	if err := os.Remove(filepath.Join(s.Dir, removalFile)); err != nil && !errors.Is(err, os.ErrNotExist) {
-		return err
-	}
-	if err := syncPath(s.Dir); err != nil {
 		return err
 	}
 	s.Removing, s.Plan, s.staleRemoval = nil, nil, false

@@ -129,8 +129,8 @@ func (c *changedRecords) Flush() error {
 	return c.w.Flush()
 }
 
-// writeDigests writes a digest file in folder dir, through a temporary file
-// and a rename, synced: a crash leaves the old file or the new one.
+// writeDigests writes a digest file in folder dir, through a temporary file,
+// synced, and a rename: a crash leaves the old file or the new one.
 func writeDigests(dir, name string, data []byte) error {
 	tmp, err := os.CreateTemp(dir, "."+name+".*.tmp")
 	if err != nil {
@@ -146,10 +146,10 @@ func writeDigests(dir, name string, data []byte) error {
 	if err != nil {
 		return fmt.Errorf("writing %s: %w", filepath.Join(dir, name), err)
 	}
-	if err := os.Rename(tmp.Name(), filepath.Join(dir, name)); err != nil {
-		return err
-	}
-	return syncDir(dir)
+	// The folder is not synced here: the manifest rewrite that names the
+	// file comes next, in the same folder, and syncs it (a journal commit
+	// each costs a prune more than its copy).
+	return os.Rename(tmp.Name(), filepath.Join(dir, name))
 }
 
 // recordsOf is the changed-chunk records of all, for the chunks that meet
