@@ -24,6 +24,7 @@
 #              /usr/lib/x86_64-linux-gnu), in path order
 #   REPEAT_MB  one 64 KiB block of random bytes, over and over, cluster
 #              aligned: repeated across blocks, incompressible within one
+#              (only deduplication would gain: none of these methods does)
 #   DUP_MB     duplicated files: the first DUP_MB of the text again
 #   RANDOM_MB  /dev/urandom: what compressed or encrypted files hold
 # Text and binaries are the same from run to run on one machine.
