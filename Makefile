@@ -32,12 +32,14 @@ check: deps
 # All three layers: pure and golden tests, libvirt's test driver, and a real
 # libvirtd + QEMU started here in a throwaway folder and stopped afterwards.
 # The engine's and the job's fast tests run first without cgo, against the
-# in-memory libvirt: they need neither the binding nor the bed.
+# in-memory libvirt: they need neither the binding nor the bed. The real
+# daemon's packages take minutes (commands most): go test's default limit
+# of 10 minutes a package stopped them on a loaded machine.
 test: check
 	@echo '== fast tests without cgo or the bed'; CGO_ENABLED=0 $(GO) test -count=1 ./job/... ./engine/... ./virt/virtfake/...
 	@bed=$$(mktemp -d /tmp/vbackup-bed.XXXXXX) && \
 	  scripts/testbed.sh up "$$bed" >/dev/null && \
-	  { VBACKUP_TESTBED="$$bed" $(GO) test -race -count=1 ./...; rc=$$?; \
+	  { VBACKUP_TESTBED="$$bed" $(GO) test -race -count=1 -timeout 30m ./...; rc=$$?; \
 	    scripts/testbed.sh down "$$bed"; exit $$rc; }
 
 demo: build
