@@ -29,7 +29,8 @@ func newRoot(env *Env) *cli.Command {
 		newMountCommand(env, runMount),
 		newUmountCommand(env, runUmount),
 		newLsCommand(env, runLs),
-		newCatCommand(env, runCat))...)
+		newCatCommand(env, runCat),
+		newServeCommand(env, runServe))...)
 	subs = append(subs, in(categoryJobs,
 		newBackupBeginCommand(env, runBackupBegin),
 		newBackupDumpXMLCommand(env, runBackupDumpXML),

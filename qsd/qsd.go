@@ -145,8 +145,13 @@ func CreateOverlay(ctx context.Context, path string, size uint64) error {
 // Running reports whether pid is a qemu-storage-daemon: a pid file can
 // outlive its process, and its number be given to another.
 func Running(pid int) bool {
-	comm, err := os.ReadFile(fmt.Sprintf("/proc/%d/comm", pid))
-	if err != nil || strings.TrimSpace(string(comm)) != Binary {
+	// Not comm, which the kernel cuts to 15 bytes ("qemu-storage-da").
+	cmdline, err := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid))
+	if err != nil {
+		return false
+	}
+	argv0, _, _ := strings.Cut(string(cmdline), "\x00")
+	if filepath.Base(argv0) != Binary {
 		return false
 	}
 	// A zombie has exited: a container's init may never reap it.

@@ -60,7 +60,7 @@ func StartNBD(ctx context.Context, req NBDRequest) (*NBD, error) {
 	if _, err := exec.LookPath(Binary); err != nil {
 		return nil, fmt.Errorf("%w (install QEMU's qemu-system-common package)", err)
 	}
-	var args []string
+	var args, exports []string
 	for i, e := range req.Exports {
 		if err := checkPath(e.Image.Path); err != nil {
 			return nil, err
@@ -70,7 +70,7 @@ func StartNBD(ctx context.Context, req NBDRequest) (*NBD, error) {
 		}
 		node := fmt.Sprintf("disk%d", i)
 		args = append(args, blockdevs(e.Image, node)...)
-		args = append(args, "--export", opts("type=nbd", "id=export"+strconv.Itoa(i), "node-name="+node, "name="+e.Name, "writable=off", "allocation-depth=on"))
+		exports = append(exports, "--export", opts("type=nbd", "id=export"+strconv.Itoa(i), "node-name="+node, "name="+e.Name, "writable=off", "allocation-depth=on"))
 	}
 	server := []string{}
 	switch {
@@ -95,7 +95,9 @@ func StartNBD(ctx context.Context, req NBDRequest) (*NBD, error) {
 	}
 	// More clients than the default one: nbdcopy opens several connections.
 	server = append(server, "max-connections=16")
+	// The exports name the server: it comes first.
 	args = append(args, "--nbd-server", opts(server...))
+	args = append(args, exports...)
 	s := &NBD{log: &strings.Builder{}, exited: make(chan struct{})}
 	s.cmd = exec.Command(Binary, args...)
 	s.cmd.Stdout = lockedWriter{&s.logMu, s.log}
