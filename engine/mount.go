@@ -74,14 +74,19 @@ func Mount(ctx context.Context, req MountRequest) (m Mounted, err error) {
 	if req.Records == "" {
 		req.Records = DefaultMountRecords
 	}
+	if abs, err := filepath.Abs(req.Mountpoint); err == nil {
+		if real, err := filepath.EvalSymlinks(abs); err == nil {
+			abs = real
+		}
+		if prev, err := findMount(req.Records, abs); err != nil {
+			return m, err
+		} else if prev != nil {
+			return m, fmt.Errorf("%s is already a vbackup mount (backup %s, disk %s); 'vbackup umount %s' first", abs, prev.Backup, prev.Disk, abs)
+		}
+	}
 	mp, err := checkMountpoint(req.Mountpoint)
 	if err != nil {
 		return m, err
-	}
-	if prev, err := findMount(req.Records, mp); err != nil {
-		return m, err
-	} else if prev != nil {
-		return m, fmt.Errorf("%s is already a vbackup mount (backup %s, disk %s); 'vbackup umount %s' first", mp, prev.Backup, prev.Disk, mp)
 	}
 	if _, err := OpenFolder(req.From); err != nil {
 		return m, err
