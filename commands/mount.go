@@ -110,6 +110,9 @@ func runMount(ctx context.Context, env *Env, opts mountOptions) error {
 		fmt.Fprintf(env.Stderr, "note: the filesystem was not cleanly frozen when it was backed up (a running guest, no freeze): "+
 			"its journal was replayed into a throwaway overlay to show it; the backup itself is unchanged\n")
 	}
+	if m.Driver == "fusefat" {
+		fmt.Fprintf(env.Stderr, "note: this kernel has no vfat driver: mounted with fusefat, which shows 8.3 names in capitals and the volume label as a file\n")
+	}
 	fmt.Fprintf(env.Stderr, "'vbackup umount %s' unmounts it.\n", m.Mountpoint)
 	return nil
 }

@@ -199,3 +199,132 @@ func TestLsCat(t *testing.T) {
 	wantCode(t, vb(t, open, "verify", "--from", dir), ExitOK)
 	sameFolder(t, dir, before)
 }
+
+// Partitions: MBR and GPT disks with several filesystems (ext4, xfs,
+// vfat). Without --partition the error lists them; each is mounted by
+// number; a number out of range is refused; a disk with one filesystem
+// among other partitions mounts it without --partition.
+func TestMountPartitions(t *testing.T) {
+	open, bed := realDaemon(t)
+	srcExt, srcXFS, srcFAT := sourceTree(t, "ext4part"), sourceTree(t, "xfspart"), sourceTree(t, "fatpart")
+	mbr := partitionedImage(t, "mbr", 512<<20, vfatImage(t, srcFAT, "EFIBOOT", 32<<20), xfsImage(t, srcXFS, "data", 320<<20), ext4Image(t, srcExt, "home", 64<<20))
+	dom := imageDomain(t, bed, mbr, "512M")
+	dir := filepath.Join(t.TempDir(), "backups")
+	wantCode(t, vb(t, open, "backup", dom, "--to", dir), ExitOK)
+	before := folderState(t, dir)
+
+	mp := t.TempDir()
+	several := vb(t, open, "mount", "--from", dir, mp)
+	wantCode(t, several, ExitFailure)
+	wantStderr(t, several, "holds 3 filesystems; pick one with --partition N", "PARTITION", "TYPE", "SIZE", "LABEL")
+	for _, row := range [][]string{{"1", "vfat", "32.000 MiB", "EFIBOOT"}, {"2", "xfs", "320.000 MiB", "data"}, {"3", "ext4", "64.000 MiB", "home"}} {
+		if !strings.Contains(strings.Join(strings.Fields(several.stderr), " "), strings.Join(row, " ")) {
+			t.Errorf("the error does not list partition %v:\n%s", row, several.stderr)
+		}
+	}
+	out := vb(t, open, "mount", "--from", dir, "--partition", "7", mp)
+	wantCode(t, out, ExitFailure)
+	wantStderr(t, out, "has no partition 7; its MBR partitions are 1, 2, 3")
+	if all, _ := engine.Mounts(""); len(all) != 0 {
+		for _, m := range all {
+			if strings.HasPrefix(m.Folder, dir) {
+				t.Errorf("a refused mount left a record: %+v", m)
+			}
+		}
+	}
+
+	for _, c := range []struct {
+		part, fs string
+		src      string
+	}{{"1", "vfat", srcFAT}, {"2", "xfs", srcXFS}, {"3", "ext4", srcExt}} {
+		r := vb(t, open, "mount", "--from", dir, "--partition", c.part, mp)
+		wantCode(t, r, ExitOK)
+		if !strings.Contains(r.stdout, "partition "+c.part+" ("+c.fs) {
+			t.Errorf("mount --partition %s said:\n%s", c.part, r.stdout)
+		}
+		m := mountRecord(t, mp)
+		if m.Driver == "fusefat" {
+			sameTreeAs(t, c.src, mp, upperShortNames)
+		} else {
+			sameTree(t, c.src, mp)
+		}
+		wantCode(t, vb(t, open, "umount", mp), ExitOK)
+		wantUnmounted(t, m)
+	}
+	cat := vb(t, open, "cat", "--from", dir, "--partition", "2", "/etc/conf/app.conf")
+	wantCode(t, cat, ExitOK)
+	if cat.stdout != "setting = xfspart\n" {
+		t.Errorf("cat from the xfs partition: %q", cat.stdout)
+	}
+	wantCode(t, vb(t, open, "verify", "--from", dir), ExitOK)
+	sameFolder(t, dir, before)
+}
+
+// A GPT disk with one filesystem and a partition holding none: mount
+// needs no --partition; a partition without a filesystem is refused with
+// what was found.
+func TestMountGPT(t *testing.T) {
+	open, bed := realDaemon(t)
+	src := sourceTree(t, "gpt")
+	gpt := partitionedImage(t, "gpt", 128<<20, blankImage(t, 8<<20), ext4Image(t, src, "root", 64<<20))
+	dom := imageDomain(t, bed, gpt, "128M")
+	dir := filepath.Join(t.TempDir(), "backups")
+	wantCode(t, vb(t, open, "backup", dom, "--to", dir), ExitOK)
+
+	mp := t.TempDir()
+	r := vb(t, open, "mount", "--from", dir, mp)
+	wantCode(t, r, ExitOK)
+	if !strings.Contains(r.stdout, `partition 2 (ext4 "root", 64.000 MiB)`) {
+		t.Errorf("mount said:\n%s", r.stdout)
+	}
+	m := mountRecord(t, mp)
+	sameTree(t, src, mp)
+	wantCode(t, vb(t, open, "umount", mp), ExitOK)
+	wantUnmounted(t, m)
+
+	none := vb(t, open, "ls", "--from", dir, "--partition", "1", "/")
+	wantCode(t, none, ExitFailure)
+	wantStderr(t, none, "vbackup cannot mount partition 1 (no filesystem known, 8.000 MiB)")
+}
+
+// Bad input, each an error that changes nothing.
+func TestMountBadInput(t *testing.T) {
+	open, bed := realDaemon(t)
+	dom := bed.Domain(t, "vda:qcow2:64M", "vdb:qcow2:16M")
+	bed.Write(t, dom, "vda", 0xcd, 0, 1<<20) // not a filesystem
+	dir := filepath.Join(t.TempDir(), "backups")
+	wantCode(t, vb(t, open, "backup", dom, "--to", dir), ExitOK)
+	before := folderState(t, dir)
+
+	full := t.TempDir()
+	os.WriteFile(filepath.Join(full, "keep.txt"), []byte("mine"), 0o644)
+	file := filepath.Join(t.TempDir(), "file")
+	os.WriteFile(file, nil, 0o644)
+	empty := t.TempDir()
+	for _, c := range []struct {
+		args []string
+		want []string
+	}{
+		{[]string{"mount", "--from", dir, "--disk", "vda", full}, []string{"mount point " + full + " is not empty (it holds keep.txt)"}},
+		{[]string{"mount", "--from", dir, "--disk", "vda", file}, []string{"is not a folder"}},
+		{[]string{"mount", "--from", dir, "--disk", "vda", filepath.Join(empty, "missing")}, []string{"does not exist"}},
+		{[]string{"mount", "--from", dir, empty}, []string{"has disks vda, vdb: pick one with --disk"}},
+		{[]string{"mount", "--from", dir, "--disk", "vdz", empty}, []string{`has no disk "vdz"; its disks are vda, vdb`}},
+		{[]string{"mount", "--from", dir, "--disk", "vda", empty}, []string{"disk vda holds no filesystem vbackup can mount (ext2/3/4, xfs, vfat)", "neither a filesystem nor a partition table"}},
+		{[]string{"mount", "--from", dir, "--disk", "vdb", "--partition", "1", empty}, []string{"has no partition table", "leave out --partition"}},
+		{[]string{"umount", empty}, []string{empty + " is not a mount vbackup made"}},
+		{[]string{"umount", full}, []string{"is not a mount vbackup made"}},
+	} {
+		r := vb(t, open, c.args...)
+		wantCode(t, r, ExitFailure)
+		wantStderr(t, r, c.want...)
+	}
+	wantCode(t, vb(t, open, "mount", "--from", dir, "--partition", "0", empty), ExitUsage)
+	if data, _ := os.ReadFile(filepath.Join(full, "keep.txt")); string(data) != "mine" {
+		t.Errorf("the non-empty folder was changed")
+	}
+	if entries, _ := os.ReadDir(empty); len(entries) != 0 {
+		t.Errorf("a refused mount left %v in the mount point", entries)
+	}
+	sameFolder(t, dir, before)
+}

@@ -43,8 +43,10 @@ type Mounted struct {
 
 	// How to undo it, filled in as each part is set up, so that the
 	// record of a mount stopped half-way still undoes what was done.
-	PID     int    `json:"pid,omitempty"`  // the qemu-storage-daemon
-	Loop    string `json:"loop,omitempty"` // the loop device
+	PID  int    `json:"pid,omitempty"`  // the qemu-storage-daemon
+	Loop string `json:"loop,omitempty"` // the loop device
+	// Driver is the FUSE program that mounted it, "" for the kernel.
+	Driver  string `json:"driver,omitempty"`
 	Mounted bool   `json:"mounted"`
 
 	record string // the record's folder
@@ -172,7 +174,7 @@ func Mount(ctx context.Context, req MountRequest) (m Mounted, err error) {
 	if err := m.save(); err != nil {
 		return m, err
 	}
-	if _, err := runTool(ctx, "mount", "-t", vol.FS.MountType(), "-o", mountOptions(vol.FS), m.Loop, mp); err != nil {
+	if err := mountVolume(ctx, &m, vol.FS, mp); err != nil {
 		return m, fmt.Errorf("backup %s, disk %s, %s: %w", b.Name(), disk.Name, vol.Describe(progress.Capacity), err)
 	}
 	m.Mounted = true
@@ -182,6 +184,42 @@ func Mount(ctx context.Context, req MountRequest) (m Mounted, err error) {
 	}
 	m.Dirty = vol.FS.NeedsRecovery || after > before
 	return m, m.save()
+}
+
+// mountVolume mounts the loop device on mp with the kernel's driver, or
+// for vfat on a kernel without one (this project's test machines: a
+// kernel with no modules) with fusefat, a FUSE driver.
+func mountVolume(ctx context.Context, m *Mounted, fs disklayout.Filesystem, mp string) error {
+	if fs.Type == "vfat" && !kernelHas(ctx, "vfat") {
+		if _, err := exec.LookPath("fusefat"); err != nil {
+			return errors.New("this kernel has no vfat driver, and fusefat (Debian's fusefat package) is not installed to mount it in user space")
+		}
+		m.Driver = "fusefat"
+		// fusefat prints its findings on stdout: not ours to pass on.
+		_, err := runTool(ctx, "fusefat", "-o", "ro", m.Loop, mp)
+		return err
+	}
+	_, err := runTool(ctx, "mount", "-t", fs.MountType(), "-o", mountOptions(fs), m.Loop, mp)
+	return err
+}
+
+// kernelHas reports whether the kernel mounts filesystems of type name,
+// loading its module if need be.
+func kernelHas(ctx context.Context, name string) bool {
+	has := func() bool {
+		data, _ := os.ReadFile("/proc/filesystems")
+		for _, line := range strings.Split(string(data), "\n") {
+			if f := strings.Fields(line); len(f) > 0 && f[len(f)-1] == name {
+				return true
+			}
+		}
+		return false
+	}
+	if has() {
+		return true
+	}
+	exec.CommandContext(ctx, "modprobe", "-q", name).Run()
+	return has()
 }
 
 // mountOptions: read-only, and nothing of the guest's may act on the host

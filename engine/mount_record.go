@@ -120,7 +120,7 @@ func (m *Mounted) undo() error {
 	ctx := context.Background() // undoing is not given up half-way
 	if mounted, err := isMountpoint(m.Mountpoint); err != nil {
 		return err
-	} else if mounted && m.Loop != "" && mountedFrom(m.Mountpoint, m.Loop) {
+	} else if mounted && m.Loop != "" && mountedFrom(m.Mountpoint, m.Loop, m.Driver) {
 		if _, err := runTool(ctx, "umount", m.Mountpoint); err != nil {
 			return fmt.Errorf("%w (is a shell or a program using a file under %s?)", err, m.Mountpoint)
 		}
@@ -149,7 +149,7 @@ func (m *Mounted) undo() error {
 
 // mountedFrom reports whether the mount at path is of device dev, so
 // that a record never unmounts what someone else mounted there since.
-func mountedFrom(path, dev string) bool {
+func mountedFrom(path, dev, driver string) bool {
 	data, err := os.ReadFile("/proc/self/mountinfo")
 	if err != nil {
 		return false
@@ -160,7 +160,8 @@ func mountedFrom(path, dev string) bool {
 			continue
 		}
 		for i, x := range f {
-			if x == "-" && i+2 < len(f) && f[i+2] == dev {
+			// A FUSE driver names itself as the source, not the device.
+			if x == "-" && i+2 < len(f) && (f[i+2] == dev || driver != "" && f[i+1] == "fuse."+driver) {
 				return true
 			}
 		}
