@@ -328,3 +328,64 @@ func TestMountBadInput(t *testing.T) {
 	}
 	sameFolder(t, dir, before)
 }
+
+// Every point of a compressed chain mounts as it was; the last point is
+// of a guest's ext4 caught mid-write (its journal needs replaying): its
+// files show, mount says it was not cleanly frozen, and the journal is
+// replayed into the throwaway overlay, not into the backup.
+func TestMountCompressedChainDirty(t *testing.T) {
+	open, bed := realDaemon(t)
+	srcA, srcB := sourceTree(t, "pointA"), sourceTree(t, "pointB")
+	dom := imageDomain(t, bed, ext4Image(t, srcA, "chain", 64<<20), "64M")
+	dir := filepath.Join(t.TempDir(), "backups")
+	day := time.Date(2026, 11, 1, 1, 0, 0, 0, time.UTC)
+	wantCode(t, vbAt(t, open, day, "backup", dom, "--to", dir, "--compress", "zstd"), ExitOK)
+	dirty := dirtyExt4Image(t, srcB, 64<<20)
+	liveWrite(t, bed, dom, dirty)
+	wantCode(t, vbAt(t, open, day.Add(time.Hour), "backup", dom, "--to", dir, "--compress", "zstd"), ExitOK)
+	var list []struct {
+		Backup string `json:"backup"`
+		Level  string `json:"level"`
+	}
+	backups := vb(t, open, "backups", dir, "--json")
+	for _, line := range strings.Split(strings.TrimSpace(backups.stdout), "\n") {
+		var b struct {
+			Backup string `json:"backup"`
+			Level  string `json:"level"`
+		}
+		json.Unmarshal([]byte(line), &b)
+		list = append(list, b)
+	}
+	if len(list) != 2 || list[1].Level != "incremental" {
+		t.Fatalf("want a full and an incremental backup: %+v", list)
+	}
+	before := folderState(t, dir)
+
+	mp := t.TempDir()
+	first := vb(t, open, "mount", "--from", dir, "--at", list[0].Backup, mp)
+	wantCode(t, first, ExitOK)
+	if strings.Contains(first.stderr, "not cleanly frozen") {
+		t.Errorf("the clean first point is said to be unclean:\n%s", first.stderr)
+	}
+	sameTree(t, srcA, mp)
+	wantCode(t, vb(t, open, "umount", mp), ExitOK)
+
+	last := vb(t, open, "mount", "--from", dir, "--at", list[1].Backup, mp)
+	wantCode(t, last, ExitOK)
+	wantStderr(t, last, "not cleanly frozen", "journal was replayed into a throwaway overlay")
+	m := mountRecord(t, mp)
+	if !m.Dirty {
+		t.Errorf("the record does not say the filesystem was unclean: %+v", m)
+	}
+	sameTree(t, srcB, mp)
+	wantCode(t, vb(t, open, "umount", mp), ExitOK)
+	wantUnmounted(t, m)
+
+	cat := vb(t, open, "cat", "--from", dir, "/etc/conf/app.conf")
+	wantCode(t, cat, ExitOK)
+	if cat.stdout != "setting = pointB\n" {
+		t.Errorf("cat at the latest point: %q", cat.stdout)
+	}
+	wantCode(t, vb(t, open, "verify", "--from", dir), ExitOK)
+	sameFolder(t, dir, before)
+}
