@@ -139,7 +139,12 @@ func TestWholeDiskFilesystems(t *testing.T) {
 		table bool
 	}{
 		{"vfat", func(d disk) { d.fat32(0, "NO NAME    ") }, Filesystem{Type: "vfat", Mountable: true}, false},
-		{"fat16", func(d disk) { d[0] = 0xeb; copy(d[43:], "LABEL16    "); copy(d[54:], "FAT16   "); d[510], d[511] = 0x55, 0xaa }, Filesystem{Type: "vfat", Label: "LABEL16", Mountable: true}, false},
+		{"fat16", func(d disk) {
+			d[0] = 0xeb
+			copy(d[43:], "LABEL16    ")
+			copy(d[54:], "FAT16   ")
+			d[510], d[511] = 0x55, 0xaa
+		}, Filesystem{Type: "vfat", Label: "LABEL16", Mountable: true}, false},
 		{"ext2", func(d disk) { d.ext(0, "old", 0); binary.LittleEndian.PutUint32(d[1024+0x5c:], 0) }, Filesystem{Type: "ext2", Label: "old", Mountable: true}, false},
 		{"ext3", func(d disk) { d.ext(0, "j", 0) }, Filesystem{Type: "ext3", Label: "j", Mountable: true}, false},
 		{"xfs", func(d disk) { d.xfs(0, "x") }, Filesystem{Type: "xfs", Label: "x", Mountable: true}, false},
