@@ -242,6 +242,9 @@ func TestMountPartitions(t *testing.T) {
 		if !strings.Contains(r.stdout, "partition "+c.part+" ("+c.fs) {
 			t.Errorf("mount --partition %s said:\n%s", c.part, r.stdout)
 		}
+		if strings.Contains(r.stderr, "not cleanly frozen") {
+			t.Errorf("the clean %s is said to be unclean:\n%s", c.fs, r.stderr)
+		}
 		m := mountRecord(t, mp)
 		if m.Driver == "fusefat" {
 			sameTreeAs(t, c.src, mp, upperShortNames)
@@ -386,6 +389,36 @@ func TestMountCompressedChainDirty(t *testing.T) {
 	if cat.stdout != "setting = pointB\n" {
 		t.Errorf("cat at the latest point: %q", cat.stdout)
 	}
+	wantCode(t, vb(t, open, "verify", "--from", dir), ExitOK)
+	sameFolder(t, dir, before)
+}
+
+// An xfs whose log needs replaying: refused on a read-only device, so
+// mount replays it into the overlay and says so.
+func TestMountDirtyXFS(t *testing.T) {
+	open, bed := realDaemon(t)
+	src := sourceTree(t, "dirtyxfs")
+	live := xfsImage(t, t.TempDir(), "dirtyx", 320<<20)
+	mnt := t.TempDir()
+	tool(t, "mount", "-o", "loop", live, mnt)
+	tool(t, "cp", "-a", src+"/.", mnt)
+	tool(t, "sync", "-f", mnt)
+	dirty := filepath.Join(t.TempDir(), "dirty.img")
+	tool(t, "cp", "--sparse=always", live, dirty)
+	tool(t, "umount", mnt)
+	dom := imageDomain(t, bed, dirty, "320M")
+	dir := filepath.Join(t.TempDir(), "backups")
+	wantCode(t, vb(t, open, "backup", dom, "--to", dir), ExitOK)
+	before := folderState(t, dir)
+
+	mp := t.TempDir()
+	r := vb(t, open, "mount", "--from", dir, mp)
+	wantCode(t, r, ExitOK)
+	wantStderr(t, r, "not cleanly frozen")
+	m := mountRecord(t, mp)
+	sameTree(t, src, mp)
+	wantCode(t, vb(t, open, "umount", mp), ExitOK)
+	wantUnmounted(t, m)
 	wantCode(t, vb(t, open, "verify", "--from", dir), ExitOK)
 	sameFolder(t, dir, before)
 }

@@ -160,30 +160,50 @@ func Mount(ctx context.Context, req MountRequest) (m Mounted, err error) {
 	if vol.Partition != nil {
 		m.Partition = vol.Partition.Number
 	}
-	before, err := fileSize(overlay)
-	if err != nil {
-		return m, err
+	// A read-only device first: a clean filesystem is then read as it is
+	// (xfs writes to a writable device even when mounted read-only). A
+	// journal that must be replayed (ext3/4 say so in the superblock; xfs
+	// refuses the read-only device) needs a writable device, though the
+	// filesystem is still mounted read-only: the replay goes to the overlay.
+	writable := vol.FS.NeedsRecovery
+	for {
+		err := m.mountOn(ctx, f.File, vol, mp, writable)
+		if err == nil {
+			break
+		}
+		if writable {
+			return m, fmt.Errorf("backup %s, disk %s, %s: %w", b.Name(), disk.Name, vol.Describe(progress.Capacity), err)
+		}
+		writable = true
 	}
-	// Writable, though mounted read-only: the kernel replays a journal
-	// only on a device it may write, and the writes go to the overlay.
-	out, err := runTool(ctx, "losetup", "--find", "--show", "--offset", strconv.FormatInt(vol.Start, 10), "--sizelimit", strconv.FormatInt(vol.Size, 10), f.File)
+	m.Dirty = writable
+	return m, m.save()
+}
+
+// mountOn sets up a loop device on the volume of the exported disk and
+// mounts it on mp; what failed is undone, so that it can be tried again.
+func (m *Mounted) mountOn(ctx context.Context, file string, vol disklayout.Volume, mp string, writable bool) error {
+	args := []string{"--find", "--show", "--offset", strconv.FormatInt(vol.Start, 10), "--sizelimit", strconv.FormatInt(vol.Size, 10)}
+	if !writable {
+		args = append(args, "--read-only")
+	}
+	out, err := runTool(ctx, "losetup", append(args, file)...)
 	if err != nil {
-		return m, err
+		return err
 	}
 	m.Loop = strings.TrimSpace(out)
 	if err := m.save(); err != nil {
-		return m, err
+		return err
 	}
-	if err := mountVolume(ctx, &m, vol.FS, mp); err != nil {
-		return m, fmt.Errorf("backup %s, disk %s, %s: %w", b.Name(), disk.Name, vol.Describe(progress.Capacity), err)
+	if err := mountVolume(ctx, m, vol.FS, mp); err != nil {
+		if _, derr := runTool(context.WithoutCancel(ctx), "losetup", "--detach", m.Loop); derr != nil {
+			return errors.Join(err, derr)
+		}
+		m.Loop, m.Driver = "", ""
+		return errors.Join(err, m.save())
 	}
 	m.Mounted = true
-	after, err := fileSize(overlay)
-	if err != nil {
-		return m, err
-	}
-	m.Dirty = vol.FS.NeedsRecovery || after > before
-	return m, m.save()
+	return nil
 }
 
 // mountVolume mounts the loop device on mp with the kernel's driver, or
@@ -403,14 +423,6 @@ func unescapeMount(s string) string {
 		b.WriteByte(s[i])
 	}
 	return b.String()
-}
-
-func fileSize(p string) (int64, error) {
-	fi, err := os.Stat(p)
-	if err != nil {
-		return 0, err
-	}
-	return fi.Size(), nil
 }
 
 // runTool runs a system tool and returns its standard output; its error
