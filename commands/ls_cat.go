@@ -3,10 +3,13 @@ package commands
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"os"
+	"os/signal"
 	"strconv"
+	"syscall"
 	"time"
 
 	"github.com/urfave/cli/v3"
@@ -117,6 +120,10 @@ func newCatCommand(env *Env, run func(context.Context, *Env, catOptions) error) 
 func runCat(ctx context.Context, env *Env, opts catOptions) error {
 	ctx, intr := interruptible(ctx, env, interruptText{ending: "stopping; nothing stays mounted"})
 	defer intr.stop()
+	// 'vbackup cat ... | head' closes the pipe early: a write must then
+	// fail with EPIPE, which ends the copy and unmounts, rather than the
+	// process dying of SIGPIPE with the filesystem left mounted.
+	signal.Ignore(syscall.SIGPIPE)
 	err := engine.Read(ctx, opts.request("", ""), func(root *os.Root, m engine.Mounted) error {
 		f, err := engine.Open(root, opts.Path)
 		if err != nil {
@@ -126,6 +133,9 @@ func runCat(ctx context.Context, env *Env, opts catOptions) error {
 		_, err = io.Copy(env.Stdout, ctxReader{ctx, f})
 		return err
 	})
+	if errors.Is(err, syscall.EPIPE) {
+		return nil // the reader has what it wanted, as with cat(1) | head
+	}
 	return intr.wrap(err)
 }
 

@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"fmt"
+	"io"
 	"net"
 	"os"
 	"os/exec"
@@ -14,6 +15,7 @@ import (
 	"time"
 
 	"vbackup/chain"
+	"vbackup/engine"
 	"vbackup/internal/testbed"
 )
 
@@ -154,4 +156,63 @@ func freePort(t *testing.T) int {
 	}
 	defer l.Close()
 	return l.Addr().(*net.TCPAddr).Port
+}
+
+// cat whose reader stops early (| head) or that is interrupted by Ctrl-C
+// unmounts before it exits: no mount is left behind.
+func TestCatLeavesNoMount(t *testing.T) {
+	open, bed := realDaemon(t)
+	src := sourceTree(t, "catstop")
+	dom := imageDomain(t, bed, ext4Image(t, src, "stop", 64<<20), "64M")
+	dir := filepath.Join(t.TempDir(), "backups")
+	wantCode(t, vb(t, open, "backup", dom, "--to", dir), ExitOK)
+	mine := func() (n int) {
+		all, _ := engine.Mounts("")
+		for _, m := range all {
+			if m.Folder == dir {
+				n++
+			}
+		}
+		return n
+	}
+	for _, how := range []string{"head", "SIGINT"} {
+		cmd := exec.Command(vbackupBinary(t), "cat", "--from", dir, "/big.bin")
+		stdout, err := cmd.StdoutPipe()
+		if err != nil {
+			t.Fatal(err)
+		}
+		var stderr bytes.Buffer
+		cmd.Stderr = &stderr
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		// The copy has begun, and blocks on the full pipe.
+		first := make([]byte, 10)
+		if _, err := io.ReadFull(stdout, first); err != nil {
+			t.Fatalf("%s: %v; %s", how, err, stderr.String())
+		}
+		if mine() != 1 {
+			t.Errorf("%s: cat's mount is not recorded while it reads", how)
+		}
+		want := ExitOK
+		if how == "head" {
+			stdout.Close()
+		} else {
+			cmd.Process.Signal(syscall.SIGINT)
+			time.Sleep(200 * time.Millisecond)
+			io.Copy(io.Discard, stdout)
+			want = ExitInterrupted
+		}
+		err = cmd.Wait()
+		code := 0
+		if ee, ok := err.(*exec.ExitError); ok {
+			code = ee.ExitCode()
+		}
+		if code != want {
+			t.Errorf("%s: exit %d (%v), want %d; stderr:\n%s", how, code, err, want, stderr.String())
+		}
+		if n := mine(); n != 0 {
+			t.Errorf("%s: cat left %d mount(s) behind", how, n)
+		}
+	}
 }

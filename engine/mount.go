@@ -26,6 +26,7 @@ type MountRequest struct {
 	Mountpoint string // an empty folder
 	// Records is where mount records go (DefaultMountRecords when "").
 	Records string
+	private bool // Mountpoint is Read's own folder
 }
 
 // Mounted is a mount vbackup made, as its record says.
@@ -45,6 +46,9 @@ type Mounted struct {
 	// record of a mount stopped half-way still undoes what was done.
 	PID  int    `json:"pid,omitempty"`  // the qemu-storage-daemon
 	Loop string `json:"loop,omitempty"` // the loop device
+	// Private says the mount point is ls's or cat's own folder, removed
+	// with the mount.
+	Private bool `json:"private,omitempty"`
 	// Driver is the FUSE program that mounted it, "" for the kernel.
 	Driver  string `json:"driver,omitempty"`
 	Mounted bool   `json:"mounted"`
@@ -118,7 +122,7 @@ func Mount(ctx context.Context, req MountRequest) (m Mounted, err error) {
 	if err != nil {
 		return m, err
 	}
-	m = Mounted{Mountpoint: mp, Folder: folder, Backup: b.Name(), Disk: disk.Name, Time: time.Now().UTC()}
+	m = Mounted{Mountpoint: mp, Folder: folder, Backup: b.Name(), Disk: disk.Name, Time: time.Now().UTC(), Private: req.private}
 	if err := os.MkdirAll(req.Records, 0o700); err != nil {
 		return m, fmt.Errorf("making the mount records folder: %w", err)
 	}

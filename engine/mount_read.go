@@ -31,7 +31,7 @@ func Read(ctx context.Context, req MountRequest, fn func(root *os.Root, m Mounte
 		return err
 	}
 	defer os.Remove(dir)
-	req.Mountpoint = dir
+	req.Mountpoint, req.private = dir, true
 	m, err := Mount(ctx, req)
 	if err != nil {
 		return err

@@ -144,6 +144,9 @@ func (m *Mounted) undo() error {
 			return err
 		}
 	}
+	if m.Private {
+		os.Remove(m.Mountpoint) // empty now; a folder someone filled stays
+	}
 	return os.RemoveAll(m.record)
 }
 
