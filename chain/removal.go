@@ -206,16 +206,35 @@ func (s *Store) BackingNames(b *Backup, d Disk) []string {
 // in place (RewriteLock). It is a lock on the folder itself, so that a
 // reader writes nothing into it.
 func LockReading(dir string) (unlock func(), err error) {
-	return lockFolder(dir, syscall.LOCK_SH, "a prune is rewriting the backups in %s; wait for it to finish")
+	f, err := LockReadingFile(dir)
+	if err != nil {
+		return nil, err
+	}
+	return func() { f.Close() }, nil
+}
+
+// LockReadingFile is LockReading for a reader that outlives the command:
+// the lock is held as long as any process keeps the returned file open,
+// so a daemon that inherits it holds it until it exits (vbackup mount).
+func LockReadingFile(dir string) (*os.File, error) {
+	return flockDir(dir, syscall.LOCK_SH, "a prune is rewriting the backups in %s; wait for it to finish")
 }
 
 // LockRewriting takes dir for rewriting backups' images in place (a prune's
 // merges, or the completion of one): no reader may be reading them.
 func LockRewriting(dir string) (unlock func(), err error) {
-	return lockFolder(dir, syscall.LOCK_EX, "another vbackup command (verify, restore) is reading the backups in %s; wait for it to finish")
+	return lockFolder(dir, syscall.LOCK_EX, "another vbackup command (verify, restore, mount, serve) is reading the backups in %s; wait for it to finish, or end a mount with 'vbackup umount'")
 }
 
 func lockFolder(dir string, how int, busy string) (func(), error) {
+	f, err := flockDir(dir, how, busy)
+	if err != nil {
+		return nil, err
+	}
+	return func() { f.Close() }, nil
+}
+
+func flockDir(dir string, how int, busy string) (*os.File, error) {
 	f, err := os.Open(dir)
 	if err != nil {
 		return nil, err
@@ -227,5 +246,5 @@ func lockFolder(dir string, how int, busy string) (func(), error) {
 		}
 		return nil, fmt.Errorf("locking %s: %w", dir, err)
 	}
-	return func() { f.Close() }, nil
+	return f, nil
 }

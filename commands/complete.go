@@ -341,7 +341,7 @@ func (r *request) argument(cmd, root *cli.Command, slot string) {
 		r.kind = wantCheckpoints
 	case slot == "XMLFILE" || slot == "FILE":
 		r.kind = wantFiles
-	case slot == "DIR":
+	case slot == "DIR" || slot == "MOUNTPOINT":
 		r.kind = wantDirs
 	}
 }

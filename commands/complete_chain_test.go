@@ -88,6 +88,9 @@ func TestCompleteBackupFolder(t *testing.T) {
 	}{
 		{[]string{"restore", "--from", dir, "--at", ""}, []string{b[0], b[1], b[2], "latest"}},
 		{[]string{"verify", "--from", dir, "--at", ""}, []string{b[0], b[1], b[2], "latest", "all"}},
+		{[]string{"mount", "--from", dir, "--at", ""}, []string{b[0], b[1], b[2], "latest"}},
+		{[]string{"cat", "--from", dir, "--at", b[0], "--disk", ""}, []string{"vda", "vdb"}},
+		{[]string{"serve", "--from", dir, "--disk", "vdb", "--disk", ""}, []string{"vda", "vdc"}},
 		{[]string{"restore", "--from=" + dir, "--at=vbackup-20261124T02"}, []string{"--at=" + b[1]}},
 		{[]string{"restore", "--to", "/r", "--from", dir + "/", "--at", "l"}, []string{"latest"}},
 		{[]string{"verify", "--from", "~/backups/vm1", "--at", "v"}, b},

@@ -126,6 +126,10 @@ func TestCompleteWithoutLibvirt(t *testing.T) {
 		{words: []string{"verify", "--from=/"}, head: "dirs\t--from="},
 		{words: []string{"verify", "--at", ""}, want: []string{"latest", "all"}},
 		{words: []string{"verify", "--at=a"}, want: []string{"--at=all"}},
+		{words: []string{"mount", "--from", ""}, head: "dirs\t"},
+		{words: []string{"mount", "--from", "/srv/vm1", ""}, head: "dirs\t"},
+		{words: []string{"umount", ""}, head: "dirs\t"},
+		{words: []string{"serve", "--socket", ""}},
 
 		// --diskspec: checkpoint-create-as's keys.
 		{words: []string{"checkpoint-create-as", "vm1", "--diskspec", "vdb,"}, want: []string{"vdb,checkpoint=", "vdb,bitmap="}},

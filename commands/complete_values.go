@@ -51,14 +51,15 @@ func (r *request) flagValue(fi flagInfo, values map[string][]string, seen map[st
 }
 
 // diskValue completes --disk, which means a disk of the domain in most
-// commands, a disk of a backup in restore, and a whole disk spec in
+// commands, a disk of a backup in restore and the commands that read a
+// backup in place, and a whole disk spec in
 // backup-begin.
 func (r *request) diskValue(fi flagInfo, values map[string][]string, seen map[string]bool) {
 	switch {
 	case fi.placeholder == "SPEC":
 		r.specValue(backupDiskKeys(seen["pull"]), values["disk"])
 		return
-	case r.command == "restore":
+	case r.command == "restore" || r.command == "mount" || r.command == "ls" || r.command == "cat" || r.command == "serve":
 		r.kind, r.from, r.at = wantBackupDisks, last(values["from"]), last(values["at"])
 	case r.domain != "":
 		r.kind = wantDisks

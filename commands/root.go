@@ -14,6 +14,7 @@ const (
 	categoryJobs        = "Backup jobs, in virsh's terms"
 	categoryCheckpoints = "Checkpoints, in virsh's terms"
 	categoryShell       = "Shell completion"
+	categoryFiles       = "Files back without a restore (read a backup in place)"
 )
 
 func newRoot(env *Env) *cli.Command {
@@ -24,6 +25,12 @@ func newRoot(env *Env) *cli.Command {
 		newVerifyCommand(env, runVerify),
 		newBackupsCommand(env, runBackups),
 		newPruneCommand(env, runPrune))...)
+	subs = append(subs, in(categoryFiles,
+		newMountCommand(env, runMount),
+		newUmountCommand(env, runUmount),
+		newLsCommand(env, runLs),
+		newCatCommand(env, runCat),
+		newServeCommand(env, runServe))...)
 	subs = append(subs, in(categoryJobs,
 		newBackupBeginCommand(env, runBackupBegin),
 		newBackupDumpXMLCommand(env, runBackupDumpXML),

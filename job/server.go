@@ -44,6 +44,20 @@ func ParseServer(s string, tls bool) (ServerRequest, error) {
 	return ServerRequest{Spec: srv, Set: true}, nil
 }
 
+// CheckExposure refuses an unencrypted TCP export beyond loopback unless
+// Insecure says that is what the user wants; what names the address as
+// the user gave it.
+func (r ServerRequest) CheckExposure(what string) error {
+	srv := r.Spec
+	if srv.Socket != "" {
+		return nil
+	}
+	if ip := net.ParseIP(strings.Trim(srv.Host, "[]")); !srv.TLS && !r.Insecure && (ip == nil || !ip.IsLoopback()) && srv.Host != "localhost" {
+		return fmt.Errorf("%s would serve the disks unencrypted to the network; add --tls, or --insecure if that is what you want", what)
+	}
+	return nil
+}
+
 func hasPort(host string) bool {
 	if strings.HasPrefix(host, "[") {
 		return strings.Contains(host, "]:")
@@ -78,8 +92,8 @@ func prepareServer(sockets Sockets, domain string, disks []virt.Disk, req Server
 		}
 		return &srv, nil
 	}
-	if ip := net.ParseIP(strings.Trim(srv.Host, "[]")); !srv.TLS && !req.Insecure && (ip == nil || !ip.IsLoopback()) && srv.Host != "localhost" {
-		return nil, fmt.Errorf("--server tcp:%s would serve the disks unencrypted to the network; add --tls, or --insecure if that is what you want", srv.Host)
+	if err := req.CheckExposure("--server tcp:" + srv.Host); err != nil {
+		return nil, err
 	}
 	if !local {
 		if req.PickPort {

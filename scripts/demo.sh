@@ -3,13 +3,14 @@
 # vbackup: a full backup, a guest write, an incremental backup, verify,
 # restore, and the proof that the restored disks equal the domain's; a
 # third backup and a prune that merges the oldest away. Then a damaged
-# backup, and verify naming it. Everything lives in one temporary
+# backup, and verify naming it; and one file got back with cat from a
+# backup of a disk holding an ext4. Everything lives in one temporary
 # folder, removed at the end.
 set -euo pipefail
 vbackup=$(realpath "${1:-bin/vbackup}")
 here=$(dirname "$(realpath "$0")")
 bed=$(mktemp -d /tmp/vbackup-demo.XXXXXX)
-trap '"$here/testbed.sh" down "$bed" >/dev/null 2>&1 || true; rm -rf /run/vbackup/demo' EXIT
+trap '"$here/testbed.sh" down "$bed" >/dev/null 2>&1 || true; rm -rf /run/vbackup/demo /run/vbackup/web' EXIT
 
 bold() { printf '\n\033[1m%s\033[0m\n' "$*"; }
 show() { for a; do case $a in *[[:space:]]*) printf "'%s' " "$a" ;; *) printf '%s ' "$a" ;; esac; done; }
@@ -67,5 +68,14 @@ vb verify --from "$out" || echo "(exit status $?)"
 
 bold "# In virsh's language: only the newest backup's checkpoint stays in libvirt"
 vb checkpoint-list demo --tree
+
+bold "# 8. One file back without a restore: a domain whose disk holds an ext4, backed up, then read in place"
+mkdir -p "$bed/site/etc" && printf 'server {\n  listen 80;\n}\n' >"$bed/site/etc/nginx.conf"
+truncate -s 256M "$bed/site.raw" && mke2fs -q -F -t ext4 -L site -d "$bed/site" "$bed/site.raw"
+install -d -o vbtest "$bed/images/web" && qemu-img convert -O qcow2 "$bed/site.raw" "$bed/images/web/vda.qcow2" && chown vbtest "$bed/images/web/vda.qcow2"
+"$here/testbed.sh" domain "$bed" web vda:qcow2:256M >/dev/null
+vbackup backup web --to "$bed/web" --quiet
+vb ls --from "$bed/web" /etc
+vb cat --from "$bed/web" /etc/nginx.conf
 echo
 echo "Done; the throwaway daemon, domain and backups are removed."

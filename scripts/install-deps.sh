@@ -13,6 +13,8 @@ packages=(
   openssl                                               # the test bed's backup TLS certificates
   bash-completion zsh fish                              # the shells whose completion the tests drive
   bc                                                    # bench/ arithmetic
+  qemu-system-common                                    # qemu-storage-daemon: mount and serve
+  xfsprogs dosfstools mtools fdisk fusefat              # mount's tests: mkfs.xfs, mkfs.vfat, mcopy, sfdisk; vfat where the kernel has none
 )
 
 missing=()
