@@ -49,6 +49,7 @@ type Backup struct {
 	unlock      func()
 	locked      bool   // the folder's lock is held
 	name        string // of the checkpoint, and the backup
+	folder      string // the folder's identity (identity.go)
 	dec         chain.Decision
 	diskInfo    []chain.DiskInfo // the disks to back up, as the decision saw them
 	domainDisks []virt.Disk      // every disk of the domain

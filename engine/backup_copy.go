@@ -34,7 +34,7 @@ func (b *Backup) plan(ctx context.Context) (job.Plan, error) {
 	// Where scratch files go is libvirt's business here: its notes are
 	// not the user's.
 	quiet := progress.NewNotifier(nil, nil)
-	return job.NewPlan(ctx, b.dom, job.PlanRequest{Spec: spec, CheckpointDescription: "vbackup backup into " + b.req.Dir,
+	return job.NewPlan(ctx, b.dom, job.PlanRequest{Spec: spec, CheckpointDescription: checkpointDescription(b.req.Dir, b.folder),
 		Local: true, Disks: b.domainDisks, Sockets: b.req.Sockets, Now: b.req.Now()}, quiet)
 }
 

@@ -19,6 +19,9 @@ func (b *Backup) decide(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	if b.folder, err = folderIdentity(b.store); err != nil {
+		return err
+	}
 	last := b.store.Last()
 	ok, why := false, ""
 	if last != nil && b.req.Level != chain.WantFull {
@@ -87,7 +90,7 @@ func (b *Backup) disks(ctx context.Context) ([]chain.DiskInfo, error) {
 // checkpointName is vbackup-<UTC time>, made unique in libvirt and the
 // folder.
 func (b *Backup) checkpointName(ctx context.Context) (string, error) {
-	base := "vbackup-" + b.req.Now().UTC().Format("20060102T150405Z")
+	base := checkpointBase(b.req.Now(), b.folder)
 	for i := 1; i < 100; i++ {
 		name := base
 		if i > 1 {
@@ -115,8 +118,12 @@ func (b *Backup) checkpointName(ctx context.Context) (string, error) {
 // that the disks still hold its bitmaps; otherwise it would claim changes
 // it never tracked.
 func (b *Backup) usable(ctx context.Context, last *chain.Backup) (bool, string, error) {
-	_, err := b.dom.Checkpoint(ctx, last.Name())
+	cp, err := b.dom.Checkpoint(ctx, last.Name())
 	if err == nil {
+		// Never built on when it is not the one this folder made.
+		if why := notOwn(cp, last); why != "" {
+			return false, why, nil
+		}
 		return true, "", nil
 	}
 	if !errors.Is(err, virt.ErrNoCheckpoint) {

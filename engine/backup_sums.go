@@ -16,7 +16,7 @@ import (
 // manifest describes the backup, with a checksum of each disk's content
 // read back through its chain: what a restore will produce.
 func (b *Backup) manifest(ctx context.Context, started time.Time, copied map[string]uint64) (chain.Manifest, error) {
-	m := chain.Manifest{Time: started, Level: b.dec.Level, Mode: "pull"}
+	m := chain.Manifest{Time: started, Level: b.dec.Level, Mode: "pull", Folder: b.folder}
 	if b.req.Push {
 		m.Mode = "push"
 	}
