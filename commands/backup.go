@@ -23,6 +23,7 @@ type backupOptions struct {
 	Push     bool     // libvirt writes the images (default: vbackup reads the pull export)
 	MaxChain int      // a full backup once the chain has this many incrementals; 0: no limit
 	Compress string   // "", zlib or zstd
+	DryRun   bool     // say what the backup would do, change nothing
 	JSON     bool
 	Quiet    bool
 }
@@ -48,6 +49,7 @@ func newBackupCommand(env *Env, run func(context.Context, *Env, backupOptions) e
 			&cli.BoolFlag{Name: "push", Usage: "libvirt writes the images (instead of vbackup reading them over NBD)"},
 			&cli.StringFlag{Name: "max-chain", Usage: "make a full backup once the folder's chain has `N` incrementals since its last full (default: no limit; prune bounds the chain)"},
 			&cli.StringFlag{Name: "compress", Usage: "compress the images' clusters: `KIND` zstd, zlib or none; QEMU and qemu-img read them as they are", Value: "none"},
+			&cli.BoolFlag{Name: "dry-run", Usage: "print what the backup would do for each disk (full or incremental, from which backup, and why), and change nothing"},
 			&cli.BoolFlag{Name: "json", Usage: "print progress and the result as JSON lines on stdout"},
 			&cli.BoolFlag{Name: "quiet", Aliases: []string{"q"}, Usage: "print only errors"},
 		},
@@ -82,6 +84,11 @@ func newBackupCommand(env *Env, run func(context.Context, *Env, backupOptions) e
 			case c != "none":
 				return usageErrorf(cmd, "--compress %q: use zstd, zlib or none", c)
 			}
+			if opts.DryRun = cmd.Bool("dry-run"); opts.DryRun {
+				if err := dryRunFlags(cmd); err != nil {
+					return err
+				}
+			}
 			if opts.Dir, err = filepath.Abs(opts.Dir); err != nil {
 				return err
 			}
@@ -94,6 +101,9 @@ func runBackup(ctx context.Context, env *Env, opts backupOptions) error {
 	_, dom, err := openDomain(ctx, env, opts.Domain)
 	if err != nil {
 		return err
+	}
+	if opts.DryRun {
+		return runBackupDryRun(ctx, env, dom, opts)
 	}
 	out := newOutput(env, opts.JSON, opts.Quiet)
 	host, _ := os.Hostname()

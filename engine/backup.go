@@ -37,6 +37,9 @@ type BackupRequest struct {
 	// Reconnect opens the connection again after libvirtd went away while
 	// a push is watched; nil: the push's outcome is then unknown.
 	Reconnect func(ctx context.Context) (virt.Conn, error)
+	// DryRun prepares the backup without changing anything (no lock, no
+	// settling, no redefinition): DryRun then says what Run would do.
+	DryRun bool
 }
 
 // Backup is one backup, prepared: what it was decided to be, and what it
@@ -55,7 +58,8 @@ type Backup struct {
 	domainDisks []virt.Disk      // every disk of the domain
 	uuid        string
 	pending     *chain.Pending
-	started     bool // the job started: its checkpoint exists
+	started     bool     // the job started: its checkpoint exists
+	would       []string // a dry run: what Run would do before the backup
 }
 
 // PrepareBackup takes the folder's lock (when the folder exists), checks
@@ -69,7 +73,7 @@ func PrepareBackup(ctx context.Context, dom virt.Domain, req BackupRequest, note
 	b := &Backup{req: req, dom: dom, notes: notes, unlock: func() {}}
 	// A folder that is not there yet is made only once the backup starts:
 	// a refused backup changes nothing.
-	if _, err := os.Stat(req.Dir); err == nil {
+	if _, err := os.Stat(req.Dir); err == nil && !req.DryRun {
 		if b.unlock, err = chain.Lock(req.Dir); err != nil {
 			return nil, err
 		}
@@ -108,6 +112,9 @@ func (b *Backup) checkDomain(ctx context.Context) error {
 		return fmt.Errorf("%s holds the backups of domain %s (UUID %s), and %s is another domain (UUID %s): give each domain its own folder",
 			b.req.Dir, last.Domain.Name, last.Domain.UUID, b.dom.Name(), uuid)
 	}
+	if b.req.DryRun {
+		return b.dryJob(ctx)
+	}
 	// A job a killed 'vbackup backup' left is ended here, its checkpoint deleted.
 	return job.Ready(ctx, b.dom, b.notes)
 }
@@ -119,6 +126,9 @@ func (b *Backup) checkDomain(ctx context.Context) error {
 // A run that fails ends the job, deletes its checkpoint (it would claim
 // data no manifest holds) and leaves the folder as it was.
 func (b *Backup) Run(ctx context.Context, printer progress.Printer, committing func() error) (*chain.Backup, error) {
+	if b.req.DryRun {
+		return nil, errors.New("a dry run's backup is not run")
+	}
 	if err := b.claimFolder(); err != nil {
 		return nil, err
 	}

@@ -129,6 +129,11 @@ func (b *Backup) usable(ctx context.Context, last *chain.Backup) (bool, string, 
 	if !errors.Is(err, virt.ErrNoCheckpoint) {
 		return false, "", virt.CheckpointErr(ctx, b.dom, last.Name(), err)
 	}
+	if b.req.DryRun {
+		b.would = append(b.would, fmt.Sprintf("libvirt has no checkpoint %s: it would be redefined from %s, with libvirt checking that the disks hold its bitmaps (if they do not, the backup is a full one)",
+			last.Name(), filepath.Join(last.Dir, "checkpoint.xml")))
+		return true, "", nil
+	}
 	// Oldest first, so that each finds its parent and the tree is as it was.
 	var lastErr error
 	for _, kept := range b.store.Backups {

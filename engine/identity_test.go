@@ -43,14 +43,20 @@ func backupInto(t *testing.T, b bed, dir string, now time.Time) *chain.Backup {
 	t.Helper()
 	req := b.request(t)
 	req.Dir, req.Push, req.Now = dir, true, func() time.Time { return now }
+	return runBackup(t, b, req)
+}
+
+// runBackup prepares and runs the backup req asks for.
+func runBackup(t *testing.T, b bed, req BackupRequest) *chain.Backup {
+	t.Helper()
 	p, err := PrepareBackup(context.Background(), b.dom, req, b.notes)
 	if err != nil {
-		t.Fatalf("backup into %s: %v", dir, err)
+		t.Fatalf("backup into %s: %v", req.Dir, err)
 	}
 	defer p.Close()
 	done, err := p.Run(context.Background(), progress.NewQuiet(), never)
 	if err != nil {
-		t.Fatalf("backup into %s: %v\n%s", dir, err, b.notes.all())
+		t.Fatalf("backup into %s: %v\n%s", req.Dir, err, b.notes.all())
 	}
 	return done
 }
