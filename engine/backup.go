@@ -60,6 +60,8 @@ type Backup struct {
 	pending     *chain.Pending
 	started     bool     // the job started: its checkpoint exists
 	would       []string // a dry run: what Run would do before the backup
+	offline     bool     // the domain is shut off: its images are read directly
+	made        *madeCheckpoint
 }
 
 // PrepareBackup takes the folder's lock (when the folder exists), checks
@@ -67,10 +69,12 @@ type Backup struct {
 // every disk and names the backup. It changes nothing but settling what an
 // earlier job left in libvirt; Close releases the lock.
 func PrepareBackup(ctx context.Context, dom virt.Domain, req BackupRequest, notes progress.Notifier) (*Backup, error) {
-	if err := job.Running(ctx, dom); err != nil {
+	st, err := dom.State(ctx)
+	if err != nil {
 		return nil, err
 	}
-	b := &Backup{req: req, dom: dom, notes: notes, unlock: func() {}}
+	// A shut-off domain's images are read directly (offline.go).
+	b := &Backup{req: req, dom: dom, notes: notes, unlock: func() {}, offline: !st.Active}
 	// A folder that is not there yet is made only once the backup starts:
 	// a refused backup changes nothing.
 	if _, err := os.Stat(req.Dir); err == nil && !req.DryRun {
@@ -79,7 +83,6 @@ func PrepareBackup(ctx context.Context, dom virt.Domain, req BackupRequest, note
 		}
 		b.locked = true
 	}
-	var err error
 	if b.store, err = chain.Open(req.Dir); err == nil {
 		if err = b.checkDomain(ctx); err == nil {
 			err = b.decide(ctx)
@@ -111,6 +114,9 @@ func (b *Backup) checkDomain(ctx context.Context) error {
 	if last := b.store.Last(); last != nil && last.Domain.UUID != uuid {
 		return fmt.Errorf("%s holds the backups of domain %s (UUID %s), and %s is another domain (UUID %s): give each domain its own folder",
 			b.req.Dir, last.Domain.Name, last.Domain.UUID, b.dom.Name(), uuid)
+	}
+	if b.offline {
+		return nil // no job, nor live metadata, without a running QEMU
 	}
 	if b.req.DryRun {
 		return b.dryJob(ctx)
@@ -175,6 +181,9 @@ func (b *Backup) claimFolder() error {
 }
 
 func (b *Backup) run(ctx context.Context, printer progress.Printer, committing func() error) (*chain.Backup, error) {
+	if b.offline {
+		return b.runOffline(ctx, printer, committing)
+	}
 	b.announce()
 	var err error
 	if b.pending, err = b.store.Begin(b.name); err != nil {

@@ -45,6 +45,11 @@ func (b *Backup) decide(ctx context.Context) error {
 		}
 		b.dec.Reason = fmt.Sprintf("%d incremental%s since the last full backup, as many as --max-chain %d allows", n, s, b.req.MaxChain)
 	}
+	if b.offline {
+		if err := b.decideOffline(ctx); err != nil {
+			return err
+		}
+	}
 	b.name, err = b.checkpointName(ctx)
 	return err
 }
@@ -118,6 +123,9 @@ func (b *Backup) checkpointName(ctx context.Context) (string, error) {
 // that the disks still hold its bitmaps; otherwise it would claim changes
 // it never tracked.
 func (b *Backup) usable(ctx context.Context, last *chain.Backup) (bool, string, error) {
+	if b.offline {
+		return b.usableOffline(ctx, last)
+	}
 	cp, err := b.dom.Checkpoint(ctx, last.Name())
 	if err == nil {
 		// Never built on when it is not the one this folder made.
