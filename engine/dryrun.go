@@ -108,7 +108,8 @@ func (b *Backup) dryJob(ctx context.Context) error {
 // checkpoint still to be redefined has its bitmaps checked by libvirt
 // then: its note says what happens when they are missing.
 func (b *Backup) dryBitmaps(ctx context.Context) error {
-	if b.dec.Level != chain.Incremental {
+	// A shut-off domain's images were asked already (decideOffline).
+	if b.dec.Level != chain.Incremental || b.offline {
 		return nil
 	}
 	from := b.dec.From.Name()
