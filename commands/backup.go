@@ -31,7 +31,7 @@ type backupOptions struct {
 func newBackupCommand(env *Env, run func(context.Context, *Env, backupOptions) error) *cli.Command {
 	return &cli.Command{
 		Name:      "backup",
-		Usage:     "back up a running domain into a chain of qcow2 images: full, then incremental",
+		Usage:     "back up a domain, running or shut off, into a chain of qcow2 images: full, then incremental",
 		ArgsUsage: "DOMAIN",
 		Description: "Backs up every disk of DOMAIN into DIR/<checkpoint>/DISK.qcow2, with a checkpoint\n" +
 			"named vbackup-<UTC time> and a manifest (DIR/<checkpoint>/manifest.json).\n" +
@@ -41,7 +41,10 @@ func newBackupCommand(env *Env, run func(context.Context, *Env, backupOptions) e
 			"disk whose backing file is the same disk in the backup before. A disk new since\n" +
 			"the last backup gets a full image; a raw disk, which cannot carry a bitmap, is\n" +
 			"copied whole every time. If anything fails, the checkpoint is deleted and DIR is\n" +
-			"left as it was. Restore with 'vbackup restore', check with 'vbackup verify'.",
+			"left as it was. A shut-off domain's images are read directly (qemu-nbd), and it cannot\n" +
+			"start until the backup is in place. Each folder keeps its own chain and checkpoints.\n" +
+			"--dry-run says what the next backup would do, and why, and changes nothing.\n" +
+			"Restore with 'vbackup restore', check with 'vbackup verify'.",
 		Flags: []cli.Flag{
 			&cli.StringFlag{Name: "to", Usage: "the domain's backup folder `DIR` (created if missing)", Required: true},
 			&cli.StringFlag{Name: "level", Usage: "`LEVEL`: auto, full or inc", Value: chain.WantAuto},
