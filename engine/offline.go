@@ -78,6 +78,12 @@ func (b *Backup) usableOffline(ctx context.Context, last *chain.Backup) (bool, s
 // it) and makes a disk whose image lacks a whole bitmap of the last
 // checkpoint a full one, saying why.
 func (b *Backup) decideOffline(ctx context.Context) error {
+	if b.req.Push {
+		return fmt.Errorf("domain %q is shut off: --push needs libvirt to run the backup job, which needs the domain running; leave out --push (vbackup then reads the images itself) or start the domain", b.dom.Name())
+	}
+	if b.req.DryRun {
+		b.would = append(b.would, "the domain is shut off: its images would be read with qemu-nbd, and it could not start until the backup is in place")
+	}
 	incremental := 0
 	var whys []string
 	for i, c := range b.dec.Disks {
@@ -318,7 +324,7 @@ func (b *Backup) pruneOffline(ctx context.Context) {
 			continue
 		}
 		for _, m := range bitmaps {
-			if m.Name == b.name || nameFolder(m.Name) != b.folder {
+			if m.Name == b.name || (nameFolder(m.Name) != b.folder && !b.inStore(m.Name)) {
 				continue
 			}
 			if err := removeBitmap(ctx, d.Source, m.Name); err != nil {
@@ -344,4 +350,11 @@ func (b *Backup) pruneOffline(ctx context.Context) {
 		b.notes.Infof("Deleted from libvirt the checkpoint of the earlier backup %s, and its bitmaps from the images: only the newest is built on (%s keeps its XML).",
 			strings.Join(gone, ", "), b.req.Dir)
 	}
+}
+
+// inStore reports a backup of the folder named name (its checkpoint's
+// bitmaps are the folder's, whatever their name's form).
+func (b *Backup) inStore(name string) bool {
+	_, err := b.store.Find(name)
+	return err == nil && name != "" && name != "latest"
 }

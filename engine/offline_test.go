@@ -134,6 +134,19 @@ func TestOfflineChain(t *testing.T) {
 	want(again)
 	verifiesAll(t, b.dir)
 
+	plan, err := backupDryRun(t, b, b.request(t))
+	if err != nil || plan.Level != chain.Incremental || plan.From != again.Name() || !strings.Contains(strings.Join(plan.First, "\n"), "the domain is shut off") {
+		t.Errorf("the dry run of the next offline backup: %+v, %v", plan, err)
+	}
+	req := b.request(t)
+	req.Push = true
+	if p, err := PrepareBackup(context.Background(), b.dom, req, b.notes); err == nil {
+		p.Close()
+		t.Errorf("--push of a shut-off domain was prepared")
+	} else if !strings.Contains(err.Error(), "--push needs libvirt to run the backup job") {
+		t.Errorf("--push of a shut-off domain: %v", err)
+	}
+
 }
 
 // An image another process holds open for writing is refused, with what
