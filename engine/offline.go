@@ -162,6 +162,13 @@ func (b *Backup) runOffline(ctx context.Context, printer progress.Printer, commi
 	}
 	for _, c := range b.dec.Disks {
 		if d, _ := b.domainDisk(c.Name); d.CanCarryBitmap() && imageFormat(d) == "qcow2" {
+			// One of this name is what a run killed within this same second
+			// left: no checkpoint and no backup has the name.
+			if bitmaps, err := imageInfo(ctx, d.Source, "qcow2"); err == nil {
+				if _, ok := findBitmap(bitmaps, b.name); ok {
+					_ = removeBitmap(ctx, d.Source, b.name)
+				}
+			}
 			if err := addBitmap(ctx, d.Source, b.name); err != nil {
 				undo()
 				return nil, fmt.Errorf("disk %s: adding the bitmap of checkpoint %s: %w", c.Name, b.name, err)

@@ -174,3 +174,36 @@ func TestOfflineImageInUse(t *testing.T) {
 		t.Errorf("checkpoints: %v", got)
 	}
 }
+
+// What a shut-off backup killed half way leaves (a bitmap no checkpoint
+// names, even one of the very name the next run picks) goes with the
+// folder's next shut-off backup; another folder's bitmaps stay.
+func TestOfflineLeftBitmaps(t *testing.T) {
+	b, images := offlineBed(t)
+	t0 := time.Now().Truncate(time.Second)
+	full := offlineBackup(t, b, t0)
+	t1 := t0.Add(time.Minute)
+	sameName := checkpointBase(t1, full.Folder)
+	killedEarlier := checkpointBase(t0.Add(time.Second), full.Folder)
+	other := checkpointBase(t0, "0badf00d")
+	for _, name := range []string{sameName, killedEarlier, other} {
+		if err := addBitmap(context.Background(), images["vda"], name); err != nil {
+			t.Fatal(err)
+		}
+	}
+	qemuIO(t, images["vda"], "qcow2", "write -P 0x55 1M 64k")
+	next := offlineBackup(t, b, t1)
+	if next.Name() != sameName || next.Level != chain.Incremental {
+		t.Fatalf("the next backup: %s, %s; want the incremental %s", next.Name(), next.Level, sameName)
+	}
+	want := []string{other, sameName}
+	slices.Sort(want)
+	got := bitmapsOf(t, images["vda"])
+	slices.Sort(got)
+	if !slices.Equal(got, want) {
+		t.Errorf("vda's bitmaps: %v; want the new backup's and the other folder's, %v", got, want)
+	}
+	if d, _ := next.Disk("vda"); d.Copied != 64<<10 || d.Checksum != sumOf(t, images["vda"], "qcow2") {
+		t.Errorf("vda: %d bytes copied, %s; want the 64 KiB written and the image's content", d.Copied, d.Checksum)
+	}
+}
