@@ -58,16 +58,18 @@ type Backup struct {
 	domainDisks []virt.Disk      // every disk of the domain
 	uuid        string
 	pending     *chain.Pending
-	started     bool     // the job started: its checkpoint exists
-	would       []string // a dry run: what Run would do before the backup
-	offline     bool     // the domain is shut off: its images are read directly
-	made        *madeCheckpoint
+	started     bool            // the job started: its checkpoint exists
+	would       []string        // a dry run: what Run would do before the backup
+	offline     bool            // the domain is shut off: its images are read directly
+	made        *madeCheckpoint // offline: the checkpoint made, before libvirt has it
 }
 
 // PrepareBackup takes the folder's lock (when the folder exists), checks
 // that the folder is dom's and that no job runs, decides the level of
 // every disk and names the backup. It changes nothing but settling what an
-// earlier job left in libvirt; Close releases the lock.
+// earlier job left in libvirt (with req.DryRun, not even that, and no lock
+// is taken); Close releases the lock. A shut-off domain is backed up from
+// its images (offline.go).
 func PrepareBackup(ctx context.Context, dom virt.Domain, req BackupRequest, notes progress.Notifier) (*Backup, error) {
 	st, err := dom.State(ctx)
 	if err != nil {

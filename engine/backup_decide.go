@@ -92,8 +92,8 @@ func (b *Backup) disks(ctx context.Context) ([]chain.DiskInfo, error) {
 	return out, nil
 }
 
-// checkpointName is vbackup-<UTC time>, made unique in libvirt and the
-// folder.
+// checkpointName is vbackup-<UTC time>-<folder id>, made unique in
+// libvirt and the folder.
 func (b *Backup) checkpointName(ctx context.Context) (string, error) {
 	base := checkpointBase(b.req.Now(), b.folder)
 	for i := 1; i < 100; i++ {
