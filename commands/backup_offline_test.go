@@ -39,15 +39,15 @@ func offlineWrite(t *testing.T, bed *testbed.Bed, dom, disk, format string, patt
 // the image's bitmaps inconsistent).
 func holdImage(t *testing.T, image string) func() {
 	t.Helper()
-	cmd := exec.Command("qemu-io", "-f", "qcow2", "-c", "sleep 3000", image)
+	cmd := exec.Command("qemu-io", "-f", "qcow2", "-c", "sleep 8000", image)
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
-	for i := 0; i < 200; i++ {
-		if exec.Command("qemu-img", "info", image).Run() != nil {
-			break
+	// On a loaded machine qemu-io may take seconds to open the image.
+	for deadline := time.Now().Add(6 * time.Second); !lockedByAProcess(image); time.Sleep(25 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("qemu-io did not take the image's lock within 6 s")
 		}
-		time.Sleep(25 * time.Millisecond)
 	}
 	return func() { cmd.Wait() }
 }
@@ -310,4 +310,24 @@ func TestBackupTransientDomain(t *testing.T) {
 	if m := storeBackups(t, dir)[1]; !strings.Contains(m.Domain.XML, "<name>"+dom+"</name>") {
 		t.Errorf("the manifest lacks the domain's definition:\n%s", m.Domain.XML)
 	}
+}
+
+// lockedByAProcess reports whether some process holds a lock on path
+// (QEMU's image locks are OFD locks), read from /proc/locks: asking QEMU
+// (qemu-img info) would take a lock itself, and could make the holder's
+// own open fail.
+func lockedByAProcess(path string) bool {
+	fi, err := os.Stat(path)
+	if err != nil {
+		return false
+	}
+	st, ok := fi.Sys().(*syscall.Stat_t)
+	if !ok {
+		return false
+	}
+	locks, err := os.ReadFile("/proc/locks")
+	if err != nil {
+		return false
+	}
+	return strings.Contains(string(locks), fmt.Sprintf(":%d ", st.Ino))
 }

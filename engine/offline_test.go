@@ -2,10 +2,12 @@ package engine
 
 import (
 	"context"
+	"fmt"
 	"os"
 	"os/exec"
 	"slices"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -153,14 +155,28 @@ func TestOfflineChain(t *testing.T) {
 // was wrong, and nothing changes.
 func TestOfflineImageInUse(t *testing.T) {
 	b, images := offlineBed(t)
-	hold := exec.Command("qemu-io", "-f", "qcow2", "-c", "sleep 20000", images["vda"])
+	hold := exec.Command("qemu-io", "-f", "qcow2", "-c", "sleep 120000", images["vda"])
+	var out strings.Builder
+	hold.Stdout, hold.Stderr = &out, &out
 	if err := hold.Start(); err != nil {
 		t.Fatal(err)
 	}
-	defer func() { hold.Process.Kill(); hold.Wait() }()
-	for deadline := time.Now().Add(5 * time.Second); time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
-		if _, err := imageInfo(context.Background(), images["vda"], "qcow2"); err != nil {
+	exited := make(chan error, 1)
+	go func() { exited <- hold.Wait() }()
+	defer func() { hold.Process.Kill(); <-exited }()
+	// On a loaded machine qemu-io may take seconds to open the image.
+	for deadline := time.Now().Add(60 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+		if lockedByAProcess(images["vda"]) {
 			break
+		}
+		select {
+		case err := <-exited:
+			exited <- err
+			t.Fatalf("qemu-io, which was to hold the image, exited: %v: %s", err, out.String())
+		default:
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("qemu-io did not take the image's lock within a minute")
 		}
 	}
 	_, err := PrepareBackup(context.Background(), b.dom, b.request(t), b.notes)
@@ -206,4 +222,24 @@ func TestOfflineLeftBitmaps(t *testing.T) {
 	if d, _ := next.Disk("vda"); d.Copied != 64<<10 || d.Checksum != sumOf(t, images["vda"], "qcow2") {
 		t.Errorf("vda: %d bytes copied, %s; want the 64 KiB written and the image's content", d.Copied, d.Checksum)
 	}
+}
+
+// lockedByAProcess reports whether some process holds a lock on path
+// (QEMU's image locks are OFD locks), read from /proc/locks: asking QEMU
+// (qemu-img info) would take a lock itself, and could make the holder's
+// own open fail.
+func lockedByAProcess(path string) bool {
+	fi, err := os.Stat(path)
+	if err != nil {
+		return false
+	}
+	st, ok := fi.Sys().(*syscall.Stat_t)
+	if !ok {
+		return false
+	}
+	locks, err := os.ReadFile("/proc/locks")
+	if err != nil {
+		return false
+	}
+	return strings.Contains(string(locks), fmt.Sprintf(":%d ", st.Ino))
 }
