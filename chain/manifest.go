@@ -38,8 +38,11 @@ const (
 
 // Manifest describes one backup.
 type Manifest struct {
-	Format     string     `json:"format"`
-	Seq        int        `json:"seq"` // 1, 2, …: the order of the backups in their folder, whatever the clock did
+	Format string `json:"format"`
+	Seq    int    `json:"seq"` // 1, 2, …: the order of the backups in their folder, whatever the clock did
+	// Folder is the identity of the backup folder, which its checkpoints
+	// carry too: a folder builds only on its own ("" before folders had one).
+	Folder     string     `json:"folder,omitempty"`
 	Domain     Domain     `json:"domain"`
 	Checkpoint Checkpoint `json:"checkpoint"`
 	Time       time.Time  `json:"time"`  // when the backup job started

@@ -23,6 +23,7 @@ type backupOptions struct {
 	Push     bool     // libvirt writes the images (default: vbackup reads the pull export)
 	MaxChain int      // a full backup once the chain has this many incrementals; 0: no limit
 	Compress string   // "", zlib or zstd
+	DryRun   bool     // say what the backup would do, change nothing
 	JSON     bool
 	Quiet    bool
 }
@@ -30,7 +31,7 @@ type backupOptions struct {
 func newBackupCommand(env *Env, run func(context.Context, *Env, backupOptions) error) *cli.Command {
 	return &cli.Command{
 		Name:      "backup",
-		Usage:     "back up a running domain into a chain of qcow2 images: full, then incremental",
+		Usage:     "back up a domain, running or shut off, into a chain of qcow2 images: full, then incremental",
 		ArgsUsage: "DOMAIN",
 		Description: "Backs up every disk of DOMAIN into DIR/<checkpoint>/DISK.qcow2, with a checkpoint\n" +
 			"named vbackup-<UTC time> and a manifest (DIR/<checkpoint>/manifest.json).\n" +
@@ -40,7 +41,10 @@ func newBackupCommand(env *Env, run func(context.Context, *Env, backupOptions) e
 			"disk whose backing file is the same disk in the backup before. A disk new since\n" +
 			"the last backup gets a full image; a raw disk, which cannot carry a bitmap, is\n" +
 			"copied whole every time. If anything fails, the checkpoint is deleted and DIR is\n" +
-			"left as it was. Restore with 'vbackup restore', check with 'vbackup verify'.",
+			"left as it was. A shut-off domain's images are read directly (qemu-nbd), and it cannot\n" +
+			"start until the backup is in place. Each folder keeps its own chain and checkpoints.\n" +
+			"--dry-run says what the next backup would do, and why, and changes nothing.\n" +
+			"Restore with 'vbackup restore', check with 'vbackup verify'.",
 		Flags: []cli.Flag{
 			&cli.StringFlag{Name: "to", Usage: "the domain's backup folder `DIR` (created if missing)", Required: true},
 			&cli.StringFlag{Name: "level", Usage: "`LEVEL`: auto, full or inc", Value: chain.WantAuto},
@@ -48,6 +52,7 @@ func newBackupCommand(env *Env, run func(context.Context, *Env, backupOptions) e
 			&cli.BoolFlag{Name: "push", Usage: "libvirt writes the images (instead of vbackup reading them over NBD)"},
 			&cli.StringFlag{Name: "max-chain", Usage: "make a full backup once the folder's chain has `N` incrementals since its last full (default: no limit; prune bounds the chain)"},
 			&cli.StringFlag{Name: "compress", Usage: "compress the images' clusters: `KIND` zstd, zlib or none; QEMU and qemu-img read them as they are", Value: "none"},
+			&cli.BoolFlag{Name: "dry-run", Usage: "print what the backup would do for each disk (full or incremental, from which backup, and why), and change nothing"},
 			&cli.BoolFlag{Name: "json", Usage: "print progress and the result as JSON lines on stdout"},
 			&cli.BoolFlag{Name: "quiet", Aliases: []string{"q"}, Usage: "print only errors"},
 		},
@@ -82,6 +87,11 @@ func newBackupCommand(env *Env, run func(context.Context, *Env, backupOptions) e
 			case c != "none":
 				return usageErrorf(cmd, "--compress %q: use zstd, zlib or none", c)
 			}
+			if opts.DryRun = cmd.Bool("dry-run"); opts.DryRun {
+				if err := dryRunFlags(cmd); err != nil {
+					return err
+				}
+			}
 			if opts.Dir, err = filepath.Abs(opts.Dir); err != nil {
 				return err
 			}
@@ -94,6 +104,9 @@ func runBackup(ctx context.Context, env *Env, opts backupOptions) error {
 	_, dom, err := openDomain(ctx, env, opts.Domain)
 	if err != nil {
 		return err
+	}
+	if opts.DryRun {
+		return runBackupDryRun(ctx, env, dom, opts)
 	}
 	out := newOutput(env, opts.JSON, opts.Quiet)
 	host, _ := os.Hostname()

@@ -97,9 +97,11 @@ func TestCompleteRealDaemon(t *testing.T) {
 			t.Errorf("%q: got %q, want %q", words, got, want)
 		}
 	}
-	for _, cmd := range []string{"backup", "backup-begin", "backup-end", "backup-status", "backup-dumpxml", "backup-fetch"} {
+	for _, cmd := range []string{"backup-begin", "backup-end", "backup-status", "backup-dumpxml", "backup-fetch"} {
 		check([]string{d.checkpoints, d.running}, cmd, d.prefix)
 	}
+	// 'backup' reads a shut-off domain's images too.
+	check([]string{d.checkpoints, d.running, d.stopped}, "backup", d.prefix)
 	for _, cmd := range []string{"checkpoint-create", "checkpoint-create-as"} {
 		check([]string{d.checkpoints, d.running, d.stopped}, cmd, d.prefix)
 	}

@@ -78,8 +78,9 @@ func fetch(ctx context.Context, conn virt.Conn, r request) []candidate {
 }
 
 // domainsFor says which domains fit a command, as virsh's completer does:
-// a backup needs a running domain; the checkpoint commands but the two that
-// create one need a domain that has checkpoints.
+// a backup job needs a running domain ('backup' takes shut-off ones too);
+// the checkpoint commands but the two that create one need a domain that
+// has checkpoints.
 type domainsFor int
 
 const (
@@ -90,7 +91,7 @@ const (
 
 func domainsFitting(command string) domainsFor {
 	switch {
-	case command == "backup" || strings.HasPrefix(command, "backup-"):
+	case strings.HasPrefix(command, "backup-"):
 		return runningDomain
 	case command == "checkpoint-create" || command == "checkpoint-create-as":
 		return anyDomain

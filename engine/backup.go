@@ -38,6 +38,9 @@ type BackupRequest struct {
 	// Reconnect opens the connection again after libvirtd went away while
 	// a push is watched; nil: the push's outcome is then unknown.
 	Reconnect func(ctx context.Context) (virt.Conn, error)
+	// DryRun prepares the backup without changing anything (no lock, no
+	// settling, no redefinition): DryRun then says what Run would do.
+	DryRun bool
 }
 
 // Backup is one backup, prepared: what it was decided to be, and what it
@@ -50,12 +53,16 @@ type Backup struct {
 	unlock      func()
 	locked      bool   // the folder's lock is held
 	name        string // of the checkpoint, and the backup
+	folder      string // the folder's identity (identity.go)
 	dec         chain.Decision
 	diskInfo    []chain.DiskInfo // the disks to back up, as the decision saw them
 	domainDisks []virt.Disk      // every disk of the domain
 	uuid        string
 	pending     *chain.Pending
-	started     bool // the job started: its checkpoint exists
+	started     bool            // the job started: its checkpoint exists
+	would       []string        // a dry run: what Run would do before the backup
+	offline     bool            // the domain is shut off: its images are read directly
+	made        *madeCheckpoint // offline: the checkpoint made, before libvirt has it
 	// The disks whose images the fetch summed as it wrote them.
 	summed map[string]exportfetch.DiskResult
 }
@@ -63,21 +70,24 @@ type Backup struct {
 // PrepareBackup takes the folder's lock (when the folder exists), checks
 // that the folder is dom's and that no job runs, decides the level of
 // every disk and names the backup. It changes nothing but settling what an
-// earlier job left in libvirt; Close releases the lock.
+// earlier job left in libvirt (with req.DryRun, not even that, and no lock
+// is taken); Close releases the lock. A shut-off domain is backed up from
+// its images (offline.go).
 func PrepareBackup(ctx context.Context, dom virt.Domain, req BackupRequest, notes progress.Notifier) (*Backup, error) {
-	if err := job.Running(ctx, dom); err != nil {
+	st, err := dom.State(ctx)
+	if err != nil {
 		return nil, err
 	}
-	b := &Backup{req: req, dom: dom, notes: notes, unlock: func() {}}
+	// A shut-off domain's images are read directly (offline.go).
+	b := &Backup{req: req, dom: dom, notes: notes, unlock: func() {}, offline: !st.Active}
 	// A folder that is not there yet is made only once the backup starts:
 	// a refused backup changes nothing.
-	if _, err := os.Stat(req.Dir); err == nil {
+	if _, err := os.Stat(req.Dir); err == nil && !req.DryRun {
 		if b.unlock, err = chain.Lock(req.Dir); err != nil {
 			return nil, err
 		}
 		b.locked = true
 	}
-	var err error
 	if b.store, err = chain.Open(req.Dir); err == nil {
 		if err = b.checkDomain(ctx); err == nil {
 			err = b.decide(ctx)
@@ -110,6 +120,12 @@ func (b *Backup) checkDomain(ctx context.Context) error {
 		return fmt.Errorf("%s holds the backups of domain %s (UUID %s), and %s is another domain (UUID %s): give each domain its own folder",
 			b.req.Dir, last.Domain.Name, last.Domain.UUID, b.dom.Name(), uuid)
 	}
+	if b.offline {
+		return nil // no job, nor live metadata, without a running QEMU
+	}
+	if b.req.DryRun {
+		return b.dryJob(ctx)
+	}
 	// A job a killed 'vbackup backup' left is ended here, its checkpoint deleted.
 	return job.Ready(ctx, b.dom, b.notes)
 }
@@ -121,6 +137,9 @@ func (b *Backup) checkDomain(ctx context.Context) error {
 // A run that fails ends the job, deletes its checkpoint (it would claim
 // data no manifest holds) and leaves the folder as it was.
 func (b *Backup) Run(ctx context.Context, printer progress.Printer, committing func() error) (*chain.Backup, error) {
+	if b.req.DryRun {
+		return nil, errors.New("a dry run's backup is not run")
+	}
 	if err := b.claimFolder(); err != nil {
 		return nil, err
 	}
@@ -167,6 +186,9 @@ func (b *Backup) claimFolder() error {
 }
 
 func (b *Backup) run(ctx context.Context, printer progress.Printer, committing func() error) (*chain.Backup, error) {
+	if b.offline {
+		return b.runOffline(ctx, printer, committing)
+	}
 	b.announce()
 	var err error
 	if b.pending, err = b.store.Begin(b.name); err != nil {

@@ -36,7 +36,7 @@ func (b *Backup) plan(ctx context.Context) (job.Plan, error) {
 	// Where scratch files go is libvirt's business here: its notes are
 	// not the user's.
 	quiet := progress.NewNotifier(nil, nil)
-	return job.NewPlan(ctx, b.dom, job.PlanRequest{Spec: spec, CheckpointDescription: "vbackup backup into " + b.req.Dir,
+	return job.NewPlan(ctx, b.dom, job.PlanRequest{Spec: spec, CheckpointDescription: checkpointDescription(b.req.Dir, b.folder),
 		Local: true, Disks: b.domainDisks, Sockets: b.req.Sockets, Now: b.req.Now()}, quiet)
 }
 
@@ -53,17 +53,13 @@ func (b *Backup) pull(ctx context.Context, printer progress.Printer) (map[string
 	for _, d := range j.Disks {
 		fd := exportfetch.Disk{Name: d.Name, URI: j.ExportURI(d), Format: "qcow2", Bitmap: d.Bitmap(),
 			Path: filepath.Join(b.pending.Dir(), d.Name+".qcow2"), Compress: b.req.Compress}
-		// A full plain image is summed as it is written (backup_written.go).
-		fd.Sum = fd.Bitmap == "" && fd.Compress == ""
 		if fd.Bitmap != "" {
 			prev, _ := b.dec.From.Disk(d.Name)
 			fd.Backing = b.pending.Backing(b.dec.From, prev)
 		}
 		disks = append(disks, fd)
 	}
-	// The incrementals' and compressed images are read back at once to
-	// be summed: they stay in the page cache for that.
-	res, err := exportfetch.Run(ctx, disks, exportfetch.Options{Connections: 4, KeepCache: true, Printer: printer, Now: b.req.Now})
+	copied, err := b.fetch(ctx, printer, disks)
 	if err != nil {
 		return nil, fmt.Errorf("reading the exports: %w", err)
 	}
@@ -71,6 +67,21 @@ func (b *Backup) pull(ctx context.Context, printer progress.Printer) (map[string
 		return nil, err
 	}
 	b.req.Sockets.Remove(b.dom.Name())
+	return copied, nil
+}
+
+// fetch reads the exports into the pending backup and says what each
+// disk's copy read. A full plain image is summed as it is written
+// (backup_written.go); the others are read back at once to be summed, so
+// they stay in the page cache for that.
+func (b *Backup) fetch(ctx context.Context, printer progress.Printer, disks []exportfetch.Disk) (map[string]uint64, error) {
+	for i := range disks {
+		disks[i].Sum = disks[i].Bitmap == "" && disks[i].Compress == ""
+	}
+	res, err := exportfetch.Run(ctx, disks, exportfetch.Options{Connections: 4, KeepCache: true, Printer: printer, Now: b.req.Now})
+	if err != nil {
+		return nil, err
+	}
 	copied := map[string]uint64{}
 	b.summed = map[string]exportfetch.DiskResult{}
 	for _, d := range res.Disks {

@@ -19,6 +19,9 @@ func (b *Backup) decide(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	if b.folder, err = folderIdentity(b.store); err != nil {
+		return err
+	}
 	last := b.store.Last()
 	ok, why := false, ""
 	if last != nil && b.req.Level != chain.WantFull {
@@ -41,6 +44,11 @@ func (b *Backup) decide(ctx context.Context) error {
 			s = ""
 		}
 		b.dec.Reason = fmt.Sprintf("%d incremental%s since the last full backup, as many as --max-chain %d allows", n, s, b.req.MaxChain)
+	}
+	if b.offline {
+		if err := b.decideOffline(ctx); err != nil {
+			return err
+		}
 	}
 	b.name, err = b.checkpointName(ctx)
 	return err
@@ -84,10 +92,10 @@ func (b *Backup) disks(ctx context.Context) ([]chain.DiskInfo, error) {
 	return out, nil
 }
 
-// checkpointName is vbackup-<UTC time>, made unique in libvirt and the
-// folder.
+// checkpointName is vbackup-<UTC time>-<folder id>, made unique in
+// libvirt and the folder.
 func (b *Backup) checkpointName(ctx context.Context) (string, error) {
-	base := "vbackup-" + b.req.Now().UTC().Format("20060102T150405Z")
+	base := checkpointBase(b.req.Now(), b.folder)
 	for i := 1; i < 100; i++ {
 		name := base
 		if i > 1 {
@@ -115,12 +123,24 @@ func (b *Backup) checkpointName(ctx context.Context) (string, error) {
 // that the disks still hold its bitmaps; otherwise it would claim changes
 // it never tracked.
 func (b *Backup) usable(ctx context.Context, last *chain.Backup) (bool, string, error) {
-	_, err := b.dom.Checkpoint(ctx, last.Name())
+	if b.offline {
+		return b.usableOffline(ctx, last)
+	}
+	cp, err := b.dom.Checkpoint(ctx, last.Name())
 	if err == nil {
+		// Never built on when it is not the one this folder made.
+		if why := notOwn(cp, last); why != "" {
+			return false, why, nil
+		}
 		return true, "", nil
 	}
 	if !errors.Is(err, virt.ErrNoCheckpoint) {
 		return false, "", virt.CheckpointErr(ctx, b.dom, last.Name(), err)
+	}
+	if b.req.DryRun {
+		b.would = append(b.would, fmt.Sprintf("libvirt has no checkpoint %s: it would be redefined from %s, with libvirt checking that the disks hold its bitmaps (if they do not, the backup is a full one)",
+			last.Name(), filepath.Join(last.Dir, "checkpoint.xml")))
+		return true, "", nil
 	}
 	// Oldest first, so that each finds its parent and the tree is as it was.
 	var lastErr error

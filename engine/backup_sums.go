@@ -10,13 +10,12 @@ import (
 
 	"vbackup/chain"
 	"vbackup/contentsum"
-	"vbackup/virt"
 )
 
 // manifest describes the backup, with a checksum of each disk's content
 // read back through its chain: what a restore will produce.
 func (b *Backup) manifest(ctx context.Context, started time.Time, copied map[string]uint64) (chain.Manifest, error) {
-	m := chain.Manifest{Time: started, Level: b.dec.Level, Mode: "pull"}
+	m := chain.Manifest{Time: started, Level: b.dec.Level, Mode: "pull", Folder: b.folder}
 	if b.req.Push {
 		m.Mode = "push"
 	}
@@ -25,14 +24,11 @@ func (b *Backup) manifest(ctx context.Context, started time.Time, copied map[str
 	if m.Domain.XML, err = b.dom.XML(ctx, true); err != nil {
 		return m, err
 	}
-	cp, err := b.dom.Checkpoint(ctx, b.name)
+	cp, cpXML, err := b.checkpointMade(ctx)
 	if err != nil {
-		return m, fmt.Errorf("the checkpoint made with the job: %w", err)
-	}
-	m.Checkpoint = chain.Checkpoint{Name: b.name, Parent: cp.Parent}
-	if m.Checkpoint.XML, err = b.dom.CheckpointXML(ctx, b.name, virt.XMLFlags{}); err != nil {
 		return m, err
 	}
+	m.Checkpoint = chain.Checkpoint{Name: b.name, Parent: cp.Parent, XML: cpXML}
 	tracked := map[string]bool{}
 	for _, d := range cp.Disks {
 		tracked[d.Name] = d.Checkpoint == "bitmap"

@@ -99,13 +99,14 @@ func noJob(t *testing.T, dom virt.Domain) {
 
 func never() error { return nil }
 
-// Preparing refuses a domain that is not running, and changes nothing.
-func TestPrepareRefusesStoppedDomain(t *testing.T) {
+// Preparing a backup of a shut-off domain whose image is missing fails,
+// naming the disk and the file, and changes nothing.
+func TestPrepareStoppedDomainMissingImage(t *testing.T) {
 	b := newBed(t)
 	b.dom.Stop()
 	_, err := PrepareBackup(context.Background(), b.dom, b.request(t), b.notes)
-	if err == nil || !strings.Contains(err.Error(), "a backup needs a running domain") || !strings.Contains(err.Error(), "virsh start vm1") {
-		t.Fatalf("PrepareBackup of a stopped domain: %v", err)
+	if err == nil || !strings.Contains(err.Error(), "disk vda: qemu-img info") || !strings.Contains(err.Error(), "No such file or directory") {
+		t.Fatalf("PrepareBackup of a stopped domain without its images: %v", err)
 	}
 	if _, err := os.Stat(b.dir); !errors.Is(err, os.ErrNotExist) {
 		t.Errorf("the folder was made: %v", err)

@@ -60,14 +60,15 @@ func (b *Backup) fail(runCtx context.Context, cause error) error {
 // backups: the next incremental builds on the newest alone (its bitmap
 // records every change since it was made), while each checkpoint kept
 // costs the running domain a bitmap to update on every write. The folder
-// keeps their XML. Checkpoints vbackup did not make for this folder stay.
+// keeps their XML. Checkpoints vbackup did not make for this folder stay,
+// whatever their names: another folder's chain builds on them.
 func (b *Backup) pruneCheckpoints(ctx context.Context) {
 	var gone []string
 	for _, kept := range b.store.Backups {
 		if kept.Name() == b.name {
 			continue
 		}
-		if _, err := b.dom.Checkpoint(ctx, kept.Name()); err != nil {
+		if cp, err := b.dom.Checkpoint(ctx, kept.Name()); err != nil || notOwn(cp, kept) != "" {
 			continue
 		}
 		if err := b.dom.DeleteCheckpoint(ctx, kept.Name(), virt.DeleteFlags{}); err != nil {

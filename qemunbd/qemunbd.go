@@ -56,6 +56,14 @@ type Server struct {
 // the start only; the server runs until Close. Errors name the image and
 // carry qemu-nbd's own message, such as which backing file is missing.
 func Serve(ctx context.Context, path, format string) (*Server, error) {
+	return ServeBitmap(ctx, path, format, "")
+}
+
+// ServeBitmap is Serve, and when bitmap is not "" the export also carries
+// the qcow2 image's persistent bitmap of that name as the meta context
+// qemu:dirty-bitmap:NAME (BitmapContext), the blocks written since it
+// was added: what an incremental backup of a shut-off domain reads.
+func ServeBitmap(ctx context.Context, path, format, bitmap string) (*Server, error) {
 	fail := func(err error) (*Server, error) {
 		return nil, fmt.Errorf("qemunbd: serving %s (%s): %w", path, format, err)
 	}
@@ -83,11 +91,11 @@ func Serve(ctx context.Context, path, format string) (*Server, error) {
 		os.RemoveAll(dir)
 		return fail(fmt.Errorf("socket path %s is longer than %d bytes; set TMPDIR to a shorter folder", sock, maxSocketPath))
 	}
-	s, err := start(ctx, abs, format, dir, sock, "io_uring")
+	s, err := start(ctx, abs, format, bitmap, dir, sock, "io_uring")
 	if err != nil && strings.Contains(err.Error(), "io_uring") {
 		// Kernels and sandboxes without io_uring (seccomp often denies
 		// it), or a QEMU built without it.
-		s, err = start(ctx, abs, format, dir, sock, "threads")
+		s, err = start(ctx, abs, format, bitmap, dir, sock, "threads")
 	}
 	if err != nil {
 		os.RemoveAll(dir)
@@ -97,11 +105,18 @@ func Serve(ctx context.Context, path, format string) (*Server, error) {
 	return s, nil
 }
 
-func start(ctx context.Context, abs, format, dir, sock, aio string) (*Server, error) {
+// BitmapContext is the NBD meta context under which ServeBitmap exports
+// a bitmap.
+func BitmapContext(bitmap string) string { return "qemu:dirty-bitmap:" + bitmap }
+
+func start(ctx context.Context, abs, format, bitmap, dir, sock, aio string) (*Server, error) {
 	s := &Server{dir: dir, sock: sock, stderr: &headBuffer{max: 16 << 10}, exited: make(chan struct{})}
-	s.cmd = exec.Command("qemu-nbd",
-		"--read-only", "--persistent", fmt.Sprintf("--shared=%d", Shared),
-		"--format="+format, "--socket="+sock,
+	args := []string{"--read-only", "--persistent", fmt.Sprintf("--shared=%d", Shared),
+		"--format=" + format, "--socket=" + sock}
+	if bitmap != "" {
+		args = append(args, "--bitmap="+bitmap)
+	}
+	s.cmd = exec.Command("qemu-nbd", append(args,
 		// Through the page cache with io_uring: nbdcopy read 512 MiB of
 		// qcow2 data from ext4 at 1.9 GB/s with a cold cache and 2.8 GB/s
 		// warm, against 1.1 and 1.2 with --cache=none --aio=native (which
@@ -110,7 +125,7 @@ func start(ctx context.Context, abs, format, dir, sock, aio string) (*Server, er
 		// what is read: the page cache is coherent with every writer on
 		// this host.
 		"--cache=writeback", "--aio="+aio,
-		"--", abs)
+		"--", abs)...)
 	s.cmd.Stderr = s.stderr
 	s.cmd.SysProcAttr = sysProcAttr()
 	// Pdeathsig fires when the thread that forked exits; a fresh

@@ -1,6 +1,7 @@
 package virttest
 
 import (
+	"fmt"
 	"strings"
 	"testing"
 	"time"
@@ -48,6 +49,7 @@ func inactiveDomain(t *testing.T, fresh func(t *testing.T) Subject) {
 				t.Fatalf("DeleteCheckpoint MetadataOnly on a shut-off domain: %v", err)
 			}
 			assertNames(t, off)
+			redefineWithDomain(t, off)
 		}
 
 		err = off.BeginBackup(bg, "<domainbackup/>", "", virt.BeginFlags{})
@@ -91,4 +93,44 @@ func definedCopy(t *testing.T, s Subject, dom virt.Domain) virt.Domain {
 		t.Cleanup(func() { deleteAll(off); s.Undefine(off.Name()) })
 	}
 	return off
+}
+
+// redefineWithDomain defines on the shut-off domain off what vbackup's
+// backup of a shut-off domain defines: checkpoints carrying the domain's
+// definition, a creation time and a description of their own, the second
+// a child of the first. libvirt keeps each as given.
+func redefineWithDomain(t *testing.T, off virt.Domain) {
+	t.Helper()
+	def, err := off.XML(bg, true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	doc := func(name, parent string, created int64) string {
+		x := "<domaincheckpoint><name>" + name + "</name><description>made offline</description>"
+		if parent != "" {
+			x += "<parent><name>" + parent + "</name></parent>"
+		}
+		return x + fmt.Sprintf("<creationTime>%d</creationTime>", created) +
+			"<disks><disk name='vda' checkpoint='bitmap' bitmap='" + name + "'/><disk name='vdb' checkpoint='no'/></disks>" +
+			def + "</domaincheckpoint>"
+	}
+	for _, c := range []struct {
+		name, parent string
+		created      int64
+	}{{"o1", "", 1700000000}, {"o2", "o1", 1700000100}} {
+		if _, err := off.CreateCheckpoint(bg, doc(c.name, c.parent, c.created), virt.CreateFlags{Redefine: true}); err != nil {
+			t.Fatalf("redefine %s with the domain's definition on a shut-off domain: %v", c.name, err)
+		}
+		cp, err := off.Checkpoint(bg, c.name)
+		if err != nil || cp.Parent != c.parent || !cp.Created.Equal(time.Unix(c.created, 0)) || cp.Description != "made offline" ||
+			len(cp.Disks) != 2 || cp.Disks[0].Bitmap != c.name || cp.Disks[1].Checkpoint != "no" {
+			t.Fatalf("redefined %s = %+v, %v", c.name, cp, err)
+		}
+	}
+	for _, name := range []string{"o2", "o1"} {
+		if err := off.DeleteCheckpoint(bg, name, virt.DeleteFlags{MetadataOnly: true}); err != nil {
+			t.Fatalf("DeleteCheckpoint %s MetadataOnly on a shut-off domain: %v", name, err)
+		}
+	}
+	assertNames(t, off)
 }
