@@ -245,4 +245,7 @@ type Instant interface {
 	// BlockJobAbort cancels disk's block job and waits until it has ended;
 	// what a pull copied stays in the image.
 	BlockJobAbort(ctx context.Context, disk string) error
+	// Undefine removes a shut-off domain's definition (its checkpoint
+	// metadata with it), leaving its images and nvram file.
+	Undefine(ctx context.Context) error
 }

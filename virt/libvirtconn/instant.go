@@ -24,3 +24,11 @@ func (d *Domain) BlockJobAbort(ctx context.Context, disk string) error {
 		return d.lv.BlockJobAbort(disk, libvirt.DomainBlockJobAbortFlags(0))
 	})
 }
+
+// Undefine removes the domain's definition, keeping its nvram file (which
+// an instant restore wrote and the admin may still want) and its images.
+func (d *Domain) Undefine(ctx context.Context) error {
+	return d.c.call("virDomainUndefineFlags", d.name, func() error {
+		return d.lv.UndefineFlags(libvirt.DOMAIN_UNDEFINE_KEEP_NVRAM | libvirt.DOMAIN_UNDEFINE_CHECKPOINTS_METADATA)
+	})
+}

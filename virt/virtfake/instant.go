@@ -94,3 +94,24 @@ func (d *Domain) stepPull(disk string) (cur, end uint64, ok bool) {
 	p.cur += p.end / pullSteps
 	return p.cur, p.end, true
 }
+
+// Undefine removes a shut-off domain; a running one becomes transient in
+// libvirt, which the fake does not model: it refuses.
+func (d *Domain) Undefine(ctx context.Context) error {
+	d.c.mu.Lock()
+	defer d.c.mu.Unlock()
+	const op = "virDomainUndefineFlags"
+	if err := d.c.enter("Undefine", op); err != nil {
+		return err
+	}
+	if d.active {
+		return newErr(op, errOperationInvalid, "the fake undefines only shut-off domains")
+	}
+	for i, x := range d.c.domains {
+		if x == d {
+			d.c.domains = append(d.c.domains[:i:i], d.c.domains[i+1:]...)
+			break
+		}
+	}
+	return nil
+}
