@@ -22,9 +22,10 @@ type restoreOptions struct {
 	JSON   bool
 	Quiet  bool
 
-	Instant bool   // overlays on the backup instead of copies (restore_instant.go)
-	Start   bool   // start the defined domain
-	Finish  string // a domain whose instant restore to finish
+	Instant bool              // overlays on the backup instead of copies (restore_instant.go)
+	Start   bool              // start the defined domain
+	Finish  string            // a domain whose instant restore to finish
+	Targets map[string]string // --disk NAME=TARGET: disk onto an existing device or file
 }
 
 func newRestoreCommand(env *Env, run func(context.Context, *Env, restoreOptions) error) *cli.Command {
@@ -42,7 +43,7 @@ func newRestoreCommand(env *Env, run func(context.Context, *Env, restoreOptions)
 			&cli.StringFlag{Name: "to", Usage: "write the images into `OUTDIR` (created if missing)"},
 			&cli.StringFlag{Name: "at", Usage: "the backup to restore: its `CHECKPOINT` name, or latest", Value: "latest"},
 			&cli.StringFlag{Name: "format", Usage: "image `FORMAT`: qcow2 or raw", Value: "qcow2"},
-			&cli.StringSliceFlag{Name: "disk", Usage: "restore only disk `NAME` (repeatable)"},
+			&cli.StringSliceFlag{Name: "disk", Usage: "restore only disk `NAME` (repeatable); NAME=TARGET writes it onto an existing block device or file"},
 			&cli.StringFlag{Name: "define", Usage: "define a new domain `NAME` running from the restored images"},
 			&cli.BoolFlag{Name: "json", Usage: "print progress as JSON lines on stdout"},
 			&cli.BoolFlag{Name: "quiet", Aliases: []string{"q"}, Usage: "print only errors"},
@@ -52,10 +53,14 @@ func newRestoreCommand(env *Env, run func(context.Context, *Env, restoreOptions)
 			if _, err := args(cmd); err != nil {
 				return err
 			}
+			var err error
 			opts := restoreOptions{From: cmd.String("from"), To: cmd.String("to"), At: cmd.String("at"), Format: cmd.String("format"),
 				Disks: cmd.StringSlice("disk"), Define: cmd.String("define"), JSON: cmd.Bool("json"), Quiet: cmd.Bool("quiet"),
 				Instant: cmd.Bool("instant"), Start: cmd.Bool("start"), Finish: cmd.String("finish")}
 			if err := exclusive(cmd, "json", "quiet"); err != nil {
+				return err
+			}
+			if opts.Disks, opts.Targets, err = splitTargets(cmd, opts.Disks); err != nil {
 				return err
 			}
 			if err := restoreModes(cmd, opts); err != nil {
@@ -70,7 +75,6 @@ func newRestoreCommand(env *Env, run func(context.Context, *Env, restoreOptions)
 					return usageErrorf(cmd, "--define %q: give a domain name of letters, digits, '_', '-' and '.'", opts.Define)
 				}
 			}
-			var err error
 			if opts.To != "" {
 				if opts.To, err = filepath.Abs(opts.To); err != nil {
 					return err
@@ -88,7 +92,8 @@ func runRestore(ctx context.Context, env *Env, opts restoreOptions) error {
 	case opts.Instant:
 		return runRestoreInstant(ctx, env, opts)
 	}
-	req := engine.RestoreRequest{From: opts.From, At: opts.At, To: opts.To, Format: opts.Format, Disks: opts.Disks, Define: opts.Define, Now: env.Now}
+	req := engine.RestoreRequest{From: opts.From, At: opts.At, To: opts.To, Format: opts.Format, Disks: opts.Disks, Define: opts.Define, Now: env.Now,
+		Targets: opts.Targets}
 	if opts.Define != "" {
 		var err error
 		if req.Conn, err = env.Conn(ctx); err != nil {

@@ -41,10 +41,15 @@ func restoreModes(cmd *cli.Command, opts restoreOptions) error {
 		}
 		return nil
 	}
-	for _, n := range []string{"from", "to"} {
-		if !cmd.IsSet(n) {
-			return usageErrorf(cmd, "--%s is required (or --finish NAME, to finish an instant restore)", n)
-		}
+	if !cmd.IsSet("from") {
+		return usageErrorf(cmd, "--from is required (or --finish NAME, to finish an instant restore)")
+	}
+	// Disks written onto their targets need no OUTDIR.
+	if !cmd.IsSet("to") && (len(opts.Targets) == 0 || len(opts.Targets) < len(opts.Disks)) {
+		return usageErrorf(cmd, "--to is required (or --finish NAME, to finish an instant restore)")
+	}
+	if opts.Instant && len(opts.Targets) > 0 {
+		return usageErrorf(cmd, "--instant runs the domain on overlays in OUTDIR: --disk NAME=TARGET does not go with it")
 	}
 	if opts.Instant && opts.Define == "" {
 		return usageErrorf(cmd, "--instant runs a new domain on the backup: name it with --define NAME")
