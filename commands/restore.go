@@ -112,7 +112,7 @@ func runRestore(ctx context.Context, env *Env, opts restoreOptions) error {
 	if err != nil {
 		return intr.wrap(err)
 	}
-	if res.Domain != "" && !opts.Quiet {
+	if res.Domain != "" && !opts.Quiet && !opts.Start {
 		out.notes.Notef("Domain %s defined on the restored images (not started): 'virsh start %s'", res.Domain, res.Domain)
 	}
 	return startRestored(ctx, env, opts, res.Domain, out)

@@ -135,6 +135,6 @@ func startRestored(ctx context.Context, env *Env, opts restoreOptions, name stri
 	if err := dom.Boot(ctx); err != nil {
 		return err
 	}
-	out.notes.Infof("Domain %s started.", name)
+	out.notes.Infof("Domain %s defined on the restored images and started.", name)
 	return nil
 }

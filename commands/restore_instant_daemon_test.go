@@ -17,7 +17,9 @@ import (
 func instantDomain(t *testing.T, bed *testbed.Bed, name string) {
 	t.Cleanup(func() {
 		_, _ = bed.TryVirsh("destroy", name)
-		_, _ = bed.TryVirsh("undefine", name, "--nvram")
+		if _, err := bed.TryVirsh("undefine", name, "--nvram"); err != nil {
+			_, _ = bed.TryVirsh("undefine", name, "--keep-nvram")
+		}
 	})
 }
 

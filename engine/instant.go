@@ -131,6 +131,10 @@ func InstantRestore(ctx context.Context, req InstantRequest, notes progress.Noti
 		rec.Disks = append(rec.Disks, chain.InUseDisk{Name: d.Name, Overlay: d.Path, Backing: b.File(md)})
 	}
 	sortChain(store, rec.Chain)
+	nvram, err := nvramTarget(b, req.Define, req.To)
+	if err != nil {
+		return out, err
+	}
 	owner, err := overlayOwner(req.To)
 	if err != nil {
 		return out, err
@@ -190,6 +194,12 @@ func InstantRestore(ctx context.Context, req InstantRequest, notes progress.Noti
 	}
 	if doc, err = withInstantMeta(doc, instantMeta{Dir: store.Dir, Backup: b.Name()}); err != nil {
 		return fail(err)
+	}
+	if doc, filled, err = restoreNVRAM(b, nvram, owner, doc, filled); err != nil {
+		return fail(err)
+	}
+	if nvram != "" {
+		undo = append(undo, func() { os.Remove(nvram) })
 	}
 	for _, n := range filled {
 		notes.Notef("note: %s", n)

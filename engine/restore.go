@@ -92,7 +92,24 @@ func Restore(ctx context.Context, req RestoreRequest, printer progress.Printer, 
 			return out, fmt.Errorf("%s exists already; vbackup never writes over a file: move it away or restore into another folder", d.Path)
 		}
 	}
+	if _, err := nvramTarget(b, req.Define, req.To); err != nil {
+		return out, err
+	}
 	if len(disks) > 0 {
+		// A domain defined on the images runs as OUTDIR's owner, or as
+		// the owner of the folder OUTDIR is made in.
+		owner, err := overlayOwner(req.To)
+		if err != nil {
+			return out, err
+		}
+		if _, err := os.Stat(req.To); errors.Is(err, os.ErrNotExist) && req.Define != "" && os.Geteuid() == 0 {
+			if err := os.MkdirAll(req.To, 0o755); err != nil {
+				return out, err
+			}
+			if err := os.Chown(req.To, owner.uid, owner.gids[0]); err != nil {
+				return out, err
+			}
+		}
 		if err := os.MkdirAll(req.To, 0o755); err != nil {
 			return out, err
 		}
@@ -195,6 +212,9 @@ func defineRestored(ctx context.Context, req RestoreRequest, b *chain.Backup, di
 	doc, filled, err := xmlgen.RestoredDomain(b.Domain.XML, req.Define, images)
 	if err != nil {
 		return "", fmt.Errorf("backup %s: %w", b.Name(), err)
+	}
+	if doc, filled, err = definedFirmware(req, b, disks, doc, filled); err != nil {
+		return "", err
 	}
 	for _, n := range filled {
 		notes.Notef("note: %s", n)
