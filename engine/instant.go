@@ -15,6 +15,7 @@ import (
 
 	"vbackup/chain"
 	"vbackup/progress"
+	"vbackup/qcow2"
 	"vbackup/virt"
 	"vbackup/xmlgen"
 )
@@ -168,8 +169,13 @@ func InstantRestore(ctx context.Context, req InstantRequest, notes progress.Noti
 	for _, d := range out.Disks {
 		// Absolute: the overlay lives outside the folder. The backing
 		// format is said, so nothing probes a backup image's format.
-		if _, err := qemuImg(ctx, "", "create", "-q", "-f", "qcow2", "-F", "qcow2", "-b", d.Backing, d.Overlay); err != nil {
-			return fail(err)
+		w, err := qcow2.Create(d.Overlay, d.Size, qcow2.Options{Backing: d.Backing, BackingFormat: "qcow2"})
+		if err != nil {
+			return fail(fmt.Errorf("creating the overlay of disk %s: %w", d.Name, err))
+		}
+		if err := w.Close(); err != nil {
+			os.Remove(d.Overlay)
+			return fail(fmt.Errorf("creating the overlay of disk %s: %w", d.Name, err))
 		}
 		path := d.Overlay
 		undo = append(undo, func() { os.Remove(path) })
