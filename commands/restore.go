@@ -35,7 +35,7 @@ func newRestoreCommand(env *Env, run func(context.Context, *Env, restoreOptions)
 		Description: "Reads each disk's chain (the full image and the overlays up to --at) and writes\n" +
 			"OUTDIR/DISK.qcow2 (or .raw), equal to the disk at that backup's checkpoint; each image\n" +
 			"is then read back and its content checksum compared with the manifest. Existing\n" +
-			"files are never written over. --define NAME also defines a new domain (not started)\n" +
+			"files are never written over. --define NAME also defines a new domain (started with --start)\n" +
 			"from the saved definition: the new name, a new UUID and MAC addresses, and its disks\n" +
 			"on the restored images.\n\n" + instantHelp,
 		Flags: append([]cli.Flag{

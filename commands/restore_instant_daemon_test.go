@@ -122,6 +122,12 @@ func TestInstantRestoreFinish(t *testing.T) {
 	wantCode(t, r, ExitFailure)
 	wantStderr(t, r, "domain "+dom+" is not an instant restore")
 
+	// A second instant restore of the folder, defined only: it shares
+	// the first one's read access, which must outlive the first's finish.
+	out2, name2 := filepath.Join(bed.Folder(t), "instant2"), dom+"-j"
+	instantDomain(t, bed, name2)
+	wantCode(t, vb(t, open, "restore", "--from", dir, "--instant", "--to", out2, "--define", name2), ExitOK)
+
 	r = vb(t, open, "restore", "--finish", name)
 	wantCode(t, r, ExitOK)
 	if !strings.Contains(r.stdout, "reads nothing from "+dir) || !strings.Contains(r.stderr, "finish completed") {
@@ -144,6 +150,15 @@ func TestInstantRestoreFinish(t *testing.T) {
 	bed.Virsh(t, "resume", name)
 	if got := overlaySums(t, bed, name, out, "vdb"); got["vdb"] != point["vdb"] {
 		t.Errorf("after --finish vdb reads %s, want the point's %s", got["vdb"], point["vdb"])
+	}
+	if !hasACL(t, filepath.Join(dir, names[1], "vda.qcow2")) {
+		t.Fatal("the first --finish took back the read access the second instant restore needs")
+	}
+	// The second, shut off, is finished offline.
+	r = vb(t, open, "restore", "--finish", name2)
+	wantCode(t, r, ExitOK)
+	if info := testbed.Run(t, "qemu-img", "info", filepath.Join(out2, "vda.qcow2")); strings.Contains(info, "backing file") {
+		t.Errorf("the offline finish left a backing file:\n%s", info)
 	}
 	if recs, err := chain.ReadInUse(dir); err != nil || len(recs) != 0 {
 		t.Errorf("records left after --finish: %v, %v", recs, err)

@@ -225,6 +225,35 @@ func revoke(g chain.Grant) error {
 	return writeACL(g.Path, entries)
 }
 
+// revokeUnshared takes back the grants of domain's record in dir that no
+// other record of dir names.
+func revokeUnshared(dir, domain string, grants []chain.Grant) error {
+	recs, err := chain.ReadInUse(dir)
+	if err != nil {
+		return err
+	}
+	var keep []chain.Grant
+	for _, r := range recs {
+		if r.Domain != domain {
+			keep = append(keep, r.Grants...)
+		}
+	}
+	return revokeAll(slices.DeleteFunc(slices.Clone(grants), func(g chain.Grant) bool { return slices.Contains(keep, g) }))
+}
+
+// sharedGrants are the grants every record of dir names.
+func sharedGrants(dir string) ([]chain.Grant, error) {
+	recs, err := chain.ReadInUse(dir)
+	if err != nil {
+		return nil, err
+	}
+	var out []chain.Grant
+	for _, r := range recs {
+		out = append(out, r.Grants...)
+	}
+	return out, nil
+}
+
 // revokeAll takes back grants, the last first.
 func revokeAll(grants []chain.Grant) error {
 	var errs []error
@@ -237,10 +266,14 @@ func revokeAll(grants []chain.Grant) error {
 // openTo makes each of files readable by a, with passage through its
 // folders from inside (and including) dir; the folders above dir are not
 // vbackup's to change, and one that a cannot pass is an error naming it.
-func openTo(a account, dir string, files []string) ([]chain.Grant, error) {
-	var grants []chain.Grant
+//
+// An entry another instant restore of the folder gave the same user is
+// listed as this one's too, not added again: each record names all it
+// needs, and an entry goes only with the last record that names it.
+func openTo(a account, dir string, files []string, shared []chain.Grant) ([]chain.Grant, error) {
+	var grants, added []chain.Grant
 	fail := func(err error) ([]chain.Grant, error) {
-		return nil, errors.Join(err, revokeAll(grants))
+		return nil, errors.Join(err, revokeAll(added))
 	}
 	for p := filepath.Dir(dir); ; p = filepath.Dir(p) {
 		ok, err := a.may(p, permSearch)
@@ -261,9 +294,16 @@ func openTo(a account, dir string, files []string) ([]chain.Grant, error) {
 				return nil
 			}
 		}
+		for _, g := range shared {
+			if g.Path == path && g.UID == a.uid && g.Perm&perm == perm {
+				grants = append(grants, g)
+				return nil
+			}
+		}
 		g, ok, err := a.grant(path, perm)
 		if ok {
 			grants = append(grants, g)
+			added = append(added, g)
 		}
 		return err
 	}

@@ -110,7 +110,7 @@ func Finish(ctx context.Context, req FinishRequest, printer progress.Printer, no
 		}
 	}
 	if found {
-		if err := revokeAll(rec.Grants); err != nil {
+		if err := revokeUnshared(meta.Dir, req.Domain, rec.Grants); err != nil {
 			return out, fmt.Errorf("taking back the read access given to QEMU's user: %w", err)
 		}
 		out.Grants = len(rec.Grants)
@@ -133,7 +133,7 @@ func release(req FinishRequest, out Finished) (Finished, error) {
 	if !found {
 		return out, fmt.Errorf("there is no domain %s, and %s records no instant restore of that name: nothing to finish", req.Domain, req.From)
 	}
-	if err := revokeAll(rec.Grants); err != nil {
+	if err := revokeUnshared(req.From, req.Domain, rec.Grants); err != nil {
 		return out, err
 	}
 	out.Dir, out.Backup, out.Released, out.Grants = req.From, rec.Backup, true, len(rec.Grants)

@@ -160,10 +160,14 @@ func InstantRestore(ctx context.Context, req InstantRequest, notes progress.Noti
 		}
 	}
 	if os.Geteuid() == 0 && owner.uid != 0 {
-		if out.Grants, err = openTo(owner, store.Dir, files); err != nil {
+		shared, err := sharedGrants(store.Dir)
+		if err != nil {
 			return fail(err)
 		}
-		undo = append(undo, func() { _ = revokeAll(out.Grants) })
+		if out.Grants, err = openTo(owner, store.Dir, files, shared); err != nil {
+			return fail(err)
+		}
+		undo = append(undo, func() { _ = revokeUnshared(store.Dir, req.Define, out.Grants) })
 	}
 	rec.Grants = out.Grants
 	for _, d := range out.Disks {

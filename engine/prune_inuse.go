@@ -26,7 +26,7 @@ func keepInUse(store *chain.Store, verdicts []Verdict, dry bool, notes progress.
 				notes.Notef("note: instant restore %s no longer reads from %s (its overlays are gone or hold all their data): the prune drops its record", rec.Domain, store.Dir)
 				continue
 			}
-			if err := revokeAll(rec.Grants); err != nil {
+			if err := revokeUnshared(store.Dir, rec.Domain, rec.Grants); err != nil {
 				return err
 			}
 			if err := chain.RemoveInUse(store.Dir, rec.Domain); err != nil {

@@ -67,5 +67,14 @@ vb verify --from "$out" || echo "(exit status $?)"
 
 bold "# In virsh's language: only the newest backup's checkpoint stays in libvirt"
 vb checkpoint-list demo --tree
+
+bold "# 8. Instant recovery: a new domain runs at once on thin overlays of the older (undamaged) point"
+older=$(ls "$out" | head -n1)
+vb restore --from "$out" --at "$older" --instant --to "$bed/instant" --define demo-now --start
+run virsh domstate demo-now
+vb backups "$out"
+bold "# ... and --finish copies the backup's data into its own images while it runs"
+vb restore --finish demo-now
+run virsh domblklist demo-now
 echo
 echo "Done; the throwaway daemon, domain and backups are removed."
