@@ -3,7 +3,8 @@
 # vbackup: a full backup, a guest write, an incremental backup, verify,
 # restore, and the proof that the restored disks equal the domain's; a
 # third backup and a prune that merges the oldest away. Then a damaged
-# backup, and verify naming it. Everything lives in one temporary
+# backup, and verify naming it; last, an instant restore of the older point
+# running at once, and its --finish. Everything lives in one temporary
 # folder, removed at the end.
 set -euo pipefail
 vbackup=$(realpath "${1:-bin/vbackup}")
