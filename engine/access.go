@@ -284,7 +284,7 @@ func openTo(a account, dir string, files []string, shared []chain.Grant) ([]chai
 			return fail(fmt.Errorf("QEMU's user %s cannot pass through %s, above the backup folder %s: give it passage (chmod o+x %s, or setfacl -m u:%s:x %s), or keep the backups where it can reach them",
 				a.name, p, dir, p, a.name, p))
 		}
-		if p == "/" {
+		if p == filepath.Dir(p) { // the root, or "." of a relative dir
 			break
 		}
 	}

@@ -123,6 +123,13 @@ func Finish(ctx context.Context, req FinishRequest, printer progress.Printer, no
 
 // release drops the record of a domain that is gone.
 func release(req FinishRequest, out Finished) (Finished, error) {
+	if req.From != "" {
+		abs, err := filepath.Abs(req.From)
+		if err != nil {
+			return out, err
+		}
+		req.From = abs
+	}
 	if req.From == "" {
 		return out, fmt.Errorf("there is no domain %s; if it was an instant restore that was deleted, 'vbackup restore --finish %s --from DIR' releases what DIR keeps for it", req.Domain, req.Domain)
 	}

@@ -71,6 +71,13 @@ func InstantRestore(ctx context.Context, req InstantRequest, notes progress.Noti
 	if req.Define == "" {
 		return out, fmt.Errorf("an instant restore runs a new domain: name it with --define NAME")
 	}
+	// The overlays name the backup images by absolute path, and the
+	// record and the domain's metadata name the folder the same way.
+	from, err := filepath.Abs(req.From)
+	if err != nil {
+		return out, err
+	}
+	req.From = from
 	if _, err := OpenFolder(req.From); err != nil {
 		return out, err
 	}
