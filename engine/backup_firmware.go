@@ -27,17 +27,45 @@ func (b *Backup) firmware(ctx context.Context) (*chain.Firmware, error) {
 	if err != nil {
 		return nil, err
 	}
-	path := nvramPath(doc)
-	if path == "" {
+	fw := &chain.Firmware{}
+	if path := nvramPath(doc); path != "" {
+		blob, err := copyBlob(path, filepath.Join(b.pending.Dir(), nvramFile))
+		if err != nil {
+			b.notes.Notef("warning: the domain's UEFI variables (%s) are not in this backup: %v", path, err)
+		} else {
+			blob.File = nvramFile
+			fw.NVRAM = blob
+		}
+	}
+	if hasTPMEmulator(doc) {
+		t, err := tpmState(b.uuid, b.pending.Dir())
+		switch {
+		case err != nil:
+			b.notes.Notef("warning: the domain's TPM state is not in this backup: %v", err)
+		case t == nil:
+			b.notes.Notef("warning: the domain has an emulated TPM whose state vbackup does not find on this host (no swtpm of it runs here): it is not in this backup")
+		default:
+			fw.TPM = t
+		}
+	}
+	if fw.NVRAM == nil && fw.TPM == nil {
 		return nil, nil
 	}
-	blob, err := copyBlob(path, filepath.Join(b.pending.Dir(), nvramFile))
-	if err != nil {
-		b.notes.Notef("warning: the domain's UEFI variables (%s) are not in this backup: %v", path, err)
-		return nil, nil
+	return fw, nil
+}
+
+// hasTPMEmulator reports a definition with an emulated TPM.
+func hasTPMEmulator(doc string) bool {
+	var dom libvirtxml.Domain
+	if err := dom.Unmarshal(doc); err != nil || dom.Devices == nil {
+		return false
 	}
-	blob.File = nvramFile
-	return &chain.Firmware{NVRAM: blob}, nil
+	for _, t := range dom.Devices.TPMs {
+		if t.Backend != nil && t.Backend.Emulator != nil {
+			return true
+		}
+	}
+	return false
 }
 
 // nvramPath is a definition's UEFI variables file, if it has one.

@@ -233,6 +233,9 @@ func InstantRestore(ctx context.Context, req InstantRequest, notes progress.Noti
 	if err := chain.WriteInUse(store.Dir, rec); err != nil {
 		return fail(err)
 	}
+	if err := definedTPM(ctx, b, dom, notes); err != nil {
+		return fail(err)
+	}
 	if req.Start {
 		if err := dom.Boot(ctx); err != nil {
 			return fail(fmt.Errorf("starting domain %s: %w; nothing was kept", req.Define, err))

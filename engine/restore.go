@@ -223,5 +223,8 @@ func defineRestored(ctx context.Context, req RestoreRequest, b *chain.Backup, di
 	if err != nil {
 		return "", fmt.Errorf("defining domain %s: %w; the images are in %s", req.Define, err, req.To)
 	}
+	if err := definedTPM(ctx, b, dom, notes); err != nil {
+		return "", fmt.Errorf("domain %s is defined, but %w", req.Define, err)
+	}
 	return dom.Name(), nil
 }

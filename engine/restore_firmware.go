@@ -1,6 +1,7 @@
 package engine
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"os"
@@ -11,6 +12,8 @@ import (
 
 	"vbackup/chain"
 	exportfetch "vbackup/fetch"
+	"vbackup/progress"
+	"vbackup/virt"
 )
 
 // nvramTarget is where a restored domain's UEFI variables go (OUTDIR/
@@ -100,4 +103,21 @@ func definedFirmware(req RestoreRequest, b *chain.Backup, disks []exportfetch.Di
 		return "", nil, err
 	}
 	return restoreNVRAM(b, dst, owner, doc, notes)
+}
+
+// definedTPM gives a newly defined domain the TPM state the backup kept.
+func definedTPM(ctx context.Context, b *chain.Backup, dom virt.Domain, notes progress.Notifier) error {
+	if b.Firmware == nil || b.Firmware.TPM == nil {
+		return nil
+	}
+	uuid, err := dom.UUID(ctx)
+	if err != nil {
+		return err
+	}
+	dst, err := restoreTPM(b, uuid)
+	if err != nil {
+		return fmt.Errorf("its TPM state could not be restored: %w", err)
+	}
+	notes.Notef("note: the emulated TPM's state comes from the backup: %s", dst)
+	return nil
 }

@@ -14,6 +14,7 @@ packages=(
   bash-completion zsh fish                              # the shells whose completion the tests drive
   bc                                                    # bench/ arithmetic
   ovmf                                                  # UEFI firmware: the nvram tests of restore
+  swtpm swtpm-tools                                     # an emulated TPM: the TPM-state tests of restore
 )
 
 missing=()
