@@ -49,6 +49,9 @@ type Manifest struct {
 	Level      string     `json:"level"` // incremental when any disk is
 	Mode       string     `json:"mode"`  // pull or push
 	Disks      []Disk     `json:"disks"`
+	// Firmware is what the domain needs besides its disks; manifests
+	// written before it was kept have none.
+	Firmware *Firmware `json:"firmware,omitempty"`
 }
 
 // Domain is the domain backed up, as it was defined then.

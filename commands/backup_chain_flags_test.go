@@ -53,7 +53,7 @@ func TestBackupChainFlags(t *testing.T) {
 		{[]string{"backup", "--to", "/b"}, "missing DOMAIN argument"},
 		{[]string{"backup", "vm1", "--to", "/b", "--level", "weekly"}, `--level "weekly": use auto, full or inc`},
 		{[]string{"backup", "vm1", "--to", "/b", "--json", "--quiet"}, "--json and --quiet cannot be used together"},
-		{[]string{"restore", "--from", "/b"}, `Required flag "to" not set`},
+		{[]string{"restore", "--from", "/b"}, `--to is required`},
 		{[]string{"restore", "--from", "/b", "--to", "/r", "--format", "vmdk"}, `--format "vmdk": use qcow2 or raw`},
 		{[]string{"restore", "--from", "/b", "--to", "/r", "--define", "a/b"}, `--define "a/b": give a domain name`},
 		{[]string{"restore", "vm1", "--from", "/b", "--to", "/r"}, `unexpected argument "vm1": restore takes only flags`},

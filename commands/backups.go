@@ -60,10 +60,15 @@ type listedBackup struct {
 	Parent string       `json:"parent,omitempty"`
 	Dir    string       `json:"dir"`
 	Disks  []listedDisk `json:"disks"`
+	InUse  []string     `json:"in_use_by,omitempty"` // domains an instant restore runs from it
 }
 
 func runBackups(ctx context.Context, env *Env, opts backupsOptions) error {
 	store, err := engine.OpenFolder(opts.Dir)
+	if err != nil {
+		return err
+	}
+	inUse, err := store.InUse()
 	if err != nil {
 		return err
 	}
@@ -79,6 +84,11 @@ func runBackups(ctx context.Context, env *Env, opts backupsOptions) error {
 				}
 			}
 			l.Disks = append(l.Disks, ld)
+		}
+		for _, u := range inUse {
+			if u.Reads(b.Name()) {
+				l.InUse = append(l.InUse, u.Domain)
+			}
 		}
 		list = append(list, l)
 	}
@@ -102,7 +112,11 @@ func runBackups(ctx context.Context, env *Env, opts backupsOptions) error {
 		for _, d := range l.Disks {
 			disks = append(disks, fmt.Sprintf("%s %s %s (%s stored)", d.Name, short(d.Level), progress.Capacity(d.Copied), progress.Capacity(d.Stored)))
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", l.Time.Local().Format("2006-01-02 15:04:05"), l.Backup, l.Level, strings.Join(disks, ", "))
+		use := ""
+		if len(l.InUse) > 0 {
+			use = "  in use by " + strings.Join(l.InUse, ", ") + " (instant restore)"
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s%s\n", l.Time.Local().Format("2006-01-02 15:04:05"), l.Backup, l.Level, strings.Join(disks, ", "), use)
 	}
 	return tw.Flush()
 }

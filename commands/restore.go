@@ -21,6 +21,11 @@ type restoreOptions struct {
 	Define string   // define a domain of this name on the images
 	JSON   bool
 	Quiet  bool
+
+	Instant bool              // overlays on the backup instead of copies (restore_instant.go)
+	Start   bool              // start the defined domain
+	Finish  string            // a domain whose instant restore to finish
+	Targets map[string]string // --disk NAME=TARGET: disk onto an existing device or file
 }
 
 func newRestoreCommand(env *Env, run func(context.Context, *Env, restoreOptions) error) *cli.Command {
@@ -30,27 +35,35 @@ func newRestoreCommand(env *Env, run func(context.Context, *Env, restoreOptions)
 		Description: "Reads each disk's chain (the full image and the overlays up to --at) and writes\n" +
 			"OUTDIR/DISK.qcow2 (or .raw), equal to the disk at that backup's checkpoint; each image\n" +
 			"is then read back and its content checksum compared with the manifest. Existing\n" +
-			"files are never written over. --define NAME also defines a new domain (not started)\n" +
+			"files are never written over. --define NAME also defines a new domain (started with --start)\n" +
 			"from the saved definition: the new name, a new UUID and MAC addresses, and its disks\n" +
-			"on the restored images.",
-		Flags: []cli.Flag{
-			&cli.StringFlag{Name: "from", Usage: "the backup folder `DIR`", Required: true},
-			&cli.StringFlag{Name: "to", Usage: "write the images into `OUTDIR` (created if missing)", Required: true},
+			"on the restored images.\n\n" + instantHelp,
+		Flags: append([]cli.Flag{
+			&cli.StringFlag{Name: "from", Usage: "the backup folder `DIR`"},
+			&cli.StringFlag{Name: "to", Usage: "write the images into `OUTDIR` (created if missing)"},
 			&cli.StringFlag{Name: "at", Usage: "the backup to restore: its `CHECKPOINT` name, or latest", Value: "latest"},
 			&cli.StringFlag{Name: "format", Usage: "image `FORMAT`: qcow2 or raw", Value: "qcow2"},
-			&cli.StringSliceFlag{Name: "disk", Usage: "restore only disk `NAME` (repeatable)"},
+			&cli.StringSliceFlag{Name: "disk", Usage: "restore only disk `NAME` (repeatable); NAME=TARGET writes it onto an existing block device or file"},
 			&cli.StringFlag{Name: "define", Usage: "define a new domain `NAME` running from the restored images"},
 			&cli.BoolFlag{Name: "json", Usage: "print progress as JSON lines on stdout"},
 			&cli.BoolFlag{Name: "quiet", Aliases: []string{"q"}, Usage: "print only errors"},
-		},
+		}, instantFlags()...),
 		Action: func(ctx context.Context, cmd *cli.Command) error {
 			globals(env, cmd)
 			if _, err := args(cmd); err != nil {
 				return err
 			}
+			var err error
 			opts := restoreOptions{From: cmd.String("from"), To: cmd.String("to"), At: cmd.String("at"), Format: cmd.String("format"),
-				Disks: cmd.StringSlice("disk"), Define: cmd.String("define"), JSON: cmd.Bool("json"), Quiet: cmd.Bool("quiet")}
+				Disks: cmd.StringSlice("disk"), Define: cmd.String("define"), JSON: cmd.Bool("json"), Quiet: cmd.Bool("quiet"),
+				Instant: cmd.Bool("instant"), Start: cmd.Bool("start"), Finish: cmd.String("finish")}
 			if err := exclusive(cmd, "json", "quiet"); err != nil {
+				return err
+			}
+			if opts.Disks, opts.Targets, err = splitTargets(cmd, opts.Disks); err != nil {
+				return err
+			}
+			if err := restoreModes(cmd, opts); err != nil {
 				return err
 			}
 			if opts.Format != "qcow2" && opts.Format != "raw" {
@@ -62,9 +75,10 @@ func newRestoreCommand(env *Env, run func(context.Context, *Env, restoreOptions)
 					return usageErrorf(cmd, "--define %q: give a domain name of letters, digits, '_', '-' and '.'", opts.Define)
 				}
 			}
-			var err error
-			if opts.To, err = filepath.Abs(opts.To); err != nil {
-				return err
+			if opts.To != "" {
+				if opts.To, err = filepath.Abs(opts.To); err != nil {
+					return err
+				}
 			}
 			return run(ctx, env, opts)
 		},
@@ -72,7 +86,14 @@ func newRestoreCommand(env *Env, run func(context.Context, *Env, restoreOptions)
 }
 
 func runRestore(ctx context.Context, env *Env, opts restoreOptions) error {
-	req := engine.RestoreRequest{From: opts.From, At: opts.At, To: opts.To, Format: opts.Format, Disks: opts.Disks, Define: opts.Define, Now: env.Now}
+	switch {
+	case opts.Finish != "":
+		return runRestoreFinish(ctx, env, opts)
+	case opts.Instant:
+		return runRestoreInstant(ctx, env, opts)
+	}
+	req := engine.RestoreRequest{From: opts.From, At: opts.At, To: opts.To, Format: opts.Format, Disks: opts.Disks, Define: opts.Define, Now: env.Now,
+		Targets: opts.Targets}
 	if opts.Define != "" {
 		var err error
 		if req.Conn, err = env.Conn(ctx); err != nil {
@@ -91,8 +112,8 @@ func runRestore(ctx context.Context, env *Env, opts restoreOptions) error {
 	if err != nil {
 		return intr.wrap(err)
 	}
-	if res.Domain != "" && !opts.Quiet {
+	if res.Domain != "" && !opts.Quiet && !opts.Start {
 		out.notes.Notef("Domain %s defined on the restored images (not started): 'virsh start %s'", res.Domain, res.Domain)
 	}
-	return nil
+	return startRestored(ctx, env, opts, res.Domain, out)
 }

@@ -212,6 +212,9 @@ func (b *Backup) run(ctx context.Context, printer progress.Printer, committing f
 	if err != nil {
 		return nil, err
 	}
+	if m.Firmware, err = b.firmware(ctx); err != nil {
+		return nil, err
+	}
 	if err := committing(); err != nil {
 		return nil, err
 	}

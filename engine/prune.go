@@ -107,6 +107,9 @@ func Prune(ctx context.Context, req PruneRequest, notes progress.Notifier) (Prun
 		return out, fmt.Errorf("%s holds no backups to prune", req.Dir)
 	}
 	out.Verdicts = req.Policy.Apply(store.Backups)
+	if err := keepInUse(store, out.Verdicts, req.DryRun, notes); err != nil {
+		return out, err
+	}
 	// A disk image two later backups build on cannot be merged into both:
 	// refused before anything changes.
 	for _, v := range out.Verdicts {

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"time"
 
 	"vbackup/chain"
@@ -25,8 +26,11 @@ type RestoreRequest struct {
 	Format string   // of the images: qcow2 or raw
 	Disks  []string // only these; all by default
 	Define string   // define a domain of this name on the images
-	Conn   virt.Conn
-	Now    func() time.Time
+	// Targets write these disks onto what exists already (a block device
+	// or a file), raw, instead of a new image in To (restore_target.go).
+	Targets map[string]string
+	Conn    virt.Conn
+	Now     func() time.Time
 }
 
 // Restored is what a restore wrote.
@@ -70,6 +74,11 @@ func Restore(ctx context.Context, req RestoreRequest, printer progress.Printer, 
 	if err != nil {
 		return out, err
 	}
+	targets, err := checkTargets(b, req.Targets)
+	if err != nil {
+		return out, err
+	}
+	disks = slices.DeleteFunc(disks, func(d exportfetch.Disk) bool { _, ok := req.Targets[d.Name]; return ok })
 	if req.Define != "" {
 		switch _, err := req.Conn.Domain(ctx, req.Define); {
 		case err == nil:
@@ -83,26 +92,50 @@ func Restore(ctx context.Context, req RestoreRequest, printer progress.Printer, 
 			return out, fmt.Errorf("%s exists already; vbackup never writes over a file: move it away or restore into another folder", d.Path)
 		}
 	}
-	if err := os.MkdirAll(req.To, 0o755); err != nil {
+	if _, err := nvramTarget(b, req.Define, req.To); err != nil {
 		return out, err
 	}
-	if err := copyChains(ctx, b, disks, printer, req, notes); err != nil {
-		return out, err
-	}
-	if err := checkRestored(ctx, b, disks); err != nil {
-		for _, d := range disks {
-			os.Remove(d.Path)
+	if len(disks) > 0 {
+		// A domain defined on the images runs as OUTDIR's owner, or as
+		// the owner of the folder OUTDIR is made in.
+		owner, err := overlayOwner(req.To)
+		if err != nil {
+			return out, err
 		}
-		return out, err
+		if _, err := os.Stat(req.To); errors.Is(err, os.ErrNotExist) && req.Define != "" && os.Geteuid() == 0 {
+			if err := os.MkdirAll(req.To, 0o755); err != nil {
+				return out, err
+			}
+			if err := os.Chown(req.To, owner.uid, owner.gids[0]); err != nil {
+				return out, err
+			}
+		}
+		if err := os.MkdirAll(req.To, 0o755); err != nil {
+			return out, err
+		}
+		if err := copyChains(ctx, b, disks, printer, req, notes); err != nil {
+			return out, err
+		}
+		if err := checkRestored(ctx, b, disks); err != nil {
+			for _, d := range disks {
+				os.Remove(d.Path)
+			}
+			return out, err
+		}
 	}
 	for _, d := range disks {
 		md, _ := b.Disk(d.Name)
 		out.Disks = append(out.Disks, RestoredDisk{Name: d.Name, Path: d.Path, Size: md.VirtualSize})
 	}
+	written, err := restoreTargets(ctx, b, targets, notes)
+	out.Disks = append(out.Disks, written...)
+	if err != nil {
+		return out, err
+	}
 	if req.Define == "" {
 		return out, nil
 	}
-	out.Domain, err = defineRestored(ctx, req, b, disks, notes)
+	out.Domain, err = defineRestored(ctx, req, b, disks, targets, notes)
 	return out, err
 }
 
@@ -171,8 +204,8 @@ func checkRestored(ctx context.Context, b *chain.Backup, disks []exportfetch.Dis
 }
 
 // defineRestored defines a new domain on the restored images.
-func defineRestored(ctx context.Context, req RestoreRequest, b *chain.Backup, disks []exportfetch.Disk, notes progress.Notifier) (string, error) {
-	images := map[string]xmlgen.RestoredDisk{}
+func defineRestored(ctx context.Context, req RestoreRequest, b *chain.Backup, disks []exportfetch.Disk, targets []target, notes progress.Notifier) (string, error) {
+	images := targetImages(targets)
 	for _, d := range disks {
 		images[d.Name] = xmlgen.RestoredDisk{Path: d.Path, Format: d.Format}
 	}
@@ -180,12 +213,18 @@ func defineRestored(ctx context.Context, req RestoreRequest, b *chain.Backup, di
 	if err != nil {
 		return "", fmt.Errorf("backup %s: %w", b.Name(), err)
 	}
+	if doc, filled, err = definedFirmware(req, b, disks, doc, filled); err != nil {
+		return "", err
+	}
 	for _, n := range filled {
 		notes.Notef("note: %s", n)
 	}
 	dom, err := req.Conn.DefineDomain(ctx, doc)
 	if err != nil {
 		return "", fmt.Errorf("defining domain %s: %w; the images are in %s", req.Define, err, req.To)
+	}
+	if err := definedTPM(ctx, b, dom, notes); err != nil {
+		return "", fmt.Errorf("domain %s is defined, but %w", req.Define, err)
 	}
 	return dom.Name(), nil
 }

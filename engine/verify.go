@@ -84,6 +84,14 @@ func Verify(ctx context.Context, store *chain.Store, at string, report func(Chec
 				return n, err
 			}
 		}
+		if res, ok := verifyFirmware(b); ok {
+			if res.Status != "ok" {
+				bad = append(bad, fmt.Sprintf("%s (nvram: %s)", b.Name(), res.Status))
+			}
+			if err := report(res); err != nil {
+				return n, err
+			}
+		}
 	}
 	if len(bad) > 0 {
 		return n, fmt.Errorf("%d of %d disk images in %s do not match their manifests: %s", len(bad), n.Disks, store.Dir, strings.Join(bad, ", "))

@@ -3,8 +3,9 @@
 # vbackup: a full backup, a guest write, an incremental backup, verify,
 # restore, and the proof that the restored disks equal the domain's; a
 # third backup and a prune that merges the oldest away. Then a damaged
-# backup, and verify naming it; and one file got back with cat from a
-# backup of a disk holding an ext4. Everything lives in one temporary
+# backup, and verify naming it; one file got back with cat from a backup
+# of a disk holding an ext4; last, an instant restore of the older point
+# running at once, and its --finish. Everything lives in one temporary
 # folder, removed at the end.
 set -euo pipefail
 vbackup=$(realpath "${1:-bin/vbackup}")
@@ -77,5 +78,14 @@ install -d -o vbtest "$bed/images/web" && qemu-img convert -O qcow2 "$bed/site.r
 vbackup backup web --to "$bed/web" --quiet
 vb ls --from "$bed/web" /etc
 vb cat --from "$bed/web" /etc/nginx.conf
+
+bold "# 9. Instant recovery: a new domain runs at once on thin overlays of the older (undamaged) point"
+older=$(ls "$out" | head -n1)
+vb restore --from "$out" --at "$older" --instant --to "$bed/instant" --define demo-now --start
+run virsh domstate demo-now
+vb backups "$out"
+bold "# ... and --finish copies the backup's data into its own images while it runs"
+vb restore --finish demo-now
+run virsh domblklist demo-now
 echo
 echo "Done; the throwaway daemon, domain and backups are removed."

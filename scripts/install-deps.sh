@@ -15,6 +15,8 @@ packages=(
   bc                                                    # bench/ arithmetic
   qemu-system-common                                    # qemu-storage-daemon: mount and serve
   xfsprogs dosfstools mtools fdisk fusefat              # mount's tests: mkfs.xfs, mkfs.vfat, mcopy, sfdisk; vfat where the kernel has none
+  ovmf                                                  # UEFI firmware: the nvram tests of restore
+  swtpm swtpm-tools                                     # an emulated TPM: the TPM-state tests of restore
 )
 
 missing=()

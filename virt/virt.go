@@ -156,6 +156,8 @@ type Domain interface {
 	SetBackupRecord(ctx context.Context, rec BackupRecord) error
 	BackupRecord(ctx context.Context) (BackupRecord, bool, error)
 	ClearBackupRecord(ctx context.Context) error
+
+	Instant
 }
 
 // BeginFlags qualify BeginBackup.
@@ -196,6 +198,7 @@ type Job struct {
 // BlockJob is one disk's part of a job.
 type BlockJob struct {
 	Backup   bool // the block job belongs to a backup
+	Pull     bool // the block job is a block pull (Instant.BlockPull)
 	Cur, End uint64
 }
 
@@ -227,4 +230,22 @@ type BackupRecord struct {
 	Dir  string
 	Host string
 	PID  int
+}
+
+// Instant is what an instant restore asks of a domain beyond backups: to
+// start it on its overlays, and to copy the backing data into them while it
+// runs, one disk at a time.
+type Instant interface {
+	// Boot starts the (defined, shut off) domain, as 'virsh start' does.
+	Boot(ctx context.Context) error
+	// BlockPull starts a block pull of disk: every byte its image reads
+	// from its backing chain is copied into the image, which then has no
+	// backing file. BlockJob reports its progress (Pull set) until it ends.
+	BlockPull(ctx context.Context, disk string) error
+	// BlockJobAbort cancels disk's block job and waits until it has ended;
+	// what a pull copied stays in the image.
+	BlockJobAbort(ctx context.Context, disk string) error
+	// Undefine removes a shut-off domain's definition (its checkpoint
+	// metadata with it), leaving its images and nvram file.
+	Undefine(ctx context.Context) error
 }

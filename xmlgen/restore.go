@@ -11,6 +11,7 @@ import (
 type RestoredDisk struct {
 	Path   string // absolute
 	Format string // qcow2 or raw
+	Block  bool   // Path is a block device (a --disk NAME=/dev/... target)
 }
 
 // RestoredDomain turns the definition of a backed-up domain into a new
@@ -41,6 +42,9 @@ func RestoredDomain(doc, name string, disks map[string]RestoredDisk) (string, []
 			case restored:
 				used[target] = true
 				d.Source = &libvirtxml.DomainDiskSource{File: &libvirtxml.DomainDiskSourceFile{File: img.Path}}
+				if img.Block {
+					d.Source = &libvirtxml.DomainDiskSource{Block: &libvirtxml.DomainDiskSourceBlock{Dev: img.Path}}
+				}
 				d.BackingStore = nil
 				if d.Driver == nil {
 					d.Driver = &libvirtxml.DomainDiskDriver{Name: "qemu"}

@@ -127,6 +127,7 @@ func (d *Domain) BlockJob(ctx context.Context, disk string) (virt.BlockJob, bool
 	}
 	return virt.BlockJob{
 		Backup: info.Type == libvirt.DOMAIN_BLOCK_JOB_TYPE_BACKUP,
+		Pull:   info.Type == libvirt.DOMAIN_BLOCK_JOB_TYPE_PULL,
 		Cur:    info.Cur,
 		End:    info.End,
 	}, true, nil

@@ -32,6 +32,7 @@ type Domain struct {
 	holdPush  bool
 	onPush    func(disk, target string) error
 	subs      map[*subscriber]struct{}
+	pulls     map[string]*pull // running block pulls, by disk
 }
 
 var _ virt.Domain = (*Domain)(nil)
@@ -128,6 +129,7 @@ func (d *Domain) Stop() {
 	d.active = false
 	d.id = 0
 	d.record = nil
+	d.pulls = nil
 	d.live = copyDomain(d.def)
 }
 

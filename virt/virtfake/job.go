@@ -291,5 +291,8 @@ func (d *Domain) BlockJob(ctx context.Context, disk string) (virt.BlockJob, bool
 			}
 		}
 	}
+	if cur, end, ok := d.stepPull(disk); ok {
+		return virt.BlockJob{Pull: true, Cur: cur, End: end}, true, nil
+	}
 	return virt.BlockJob{}, false, nil
 }

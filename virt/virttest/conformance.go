@@ -344,6 +344,7 @@ func Run(t *testing.T, fresh func(t *testing.T) Subject) {
 	inactiveDomain(t, fresh)
 	jobRules(t, fresh)
 	stopRules(t, fresh)
+	instantRules(t, fresh)
 }
 
 // waitNoJob waits until the domain has no job, for at most 30 s.

@@ -1,0 +1,72 @@
+package engine
+
+import (
+	"context"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"vbackup/chain"
+	"vbackup/progress"
+	"vbackup/virt/virtfake"
+)
+
+const vm1XML = `<domain type='qemu'><name>vm1</name><uuid>4dea22b3-1d52-d8f3-2516-782e98ab3fa0</uuid><memory>65536</memory>` +
+	`<os><type arch='x86_64'>hvm</type></os><devices><disk type='file' device='disk'><driver name='qemu' type='qcow2'/>` +
+	`<source file='/var/lib/vm1/vda.qcow2'/><target dev='vda' bus='virtio'/></disk></devices></domain>`
+
+// An instant restore given a relative --from makes overlays whose backing
+// file is the backup image's absolute path, records the whole chain, and
+// refuses a second domain of the same name; --finish ends it.
+func TestInstantRestoreRelativeFrom(t *testing.T) {
+	dir, names := makeChain(t, []point{{day: "2026-10-28", off: 0, size: 8}, {day: "2026-10-29", off: 4, size: 4}})
+	store, err := chain.Open(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, b := range store.Backups {
+		m := b.Manifest
+		m.Domain.XML = vm1XML
+		if err := store.Rewrite(b, m); err != nil {
+			t.Fatal(err)
+		}
+	}
+	t.Chdir(filepath.Dir(dir))
+	conn := virtfake.New()
+	out := filepath.Join(t.TempDir(), "instant")
+	req := InstantRequest{From: filepath.Base(dir), To: out, Define: "vm1-now", Start: true, Conn: conn, Now: time.Now}
+	res, err := InstantRestore(context.Background(), req, &lines{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	backing, err := backingFile(filepath.Join(out, "vda.qcow2"))
+	if err != nil || backing != filepath.Join(dir, names[1], "vda.qcow2") {
+		t.Fatalf("the overlay's backing file is %q (%v), want the absolute %s", backing, err, filepath.Join(dir, names[1], "vda.qcow2"))
+	}
+	if !res.Started {
+		t.Error("not started")
+	}
+	rec, ok, err := chain.FindInUse(dir, "vm1-now")
+	if err != nil || !ok || strings.Join(rec.Chain, " ") != strings.Join(names, " ") || rec.UUID == "" {
+		t.Fatalf("record %+v, %v, %v", rec, ok, err)
+	}
+
+	// The same name again: refused, nothing made.
+	again := filepath.Join(t.TempDir(), "again")
+	if _, err := InstantRestore(context.Background(), InstantRequest{From: dir, To: again, Define: "vm1-now", Conn: conn, Now: time.Now}, &lines{}); err == nil ||
+		!strings.Contains(err.Error(), "exists already") {
+		t.Fatalf("a second vm1-now: %v", err)
+	}
+	if _, err := os.Stat(again); !os.IsNotExist(err) {
+		t.Errorf("a refused instant restore made %s", again)
+	}
+
+	if _, err := Finish(context.Background(), FinishRequest{Domain: "vm1-now", Conn: conn, Now: time.Now, Every: time.Millisecond}, progress.NewQuiet(), &lines{}); err != nil {
+		t.Fatal(err)
+	}
+	if _, ok, _ := chain.FindInUse(dir, "vm1-now"); ok {
+		t.Fatal("the record outlived --finish")
+	}
+}
