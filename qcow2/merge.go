@@ -269,12 +269,12 @@ func (mv *mover) region(r, n uint64, out *Moved) error {
 			return err
 		}
 	}
-	if len(free) == 0 {
-		return nil
+	// Written even when no cluster is freed: a host cluster holding
+	// several compressed clusters counts down without reaching 0.
+	if err := dst.flushRefs(); err != nil {
+		return err
 	}
-	if err := dst.flushRefs(); err == nil {
-		err = dst.f.Sync()
-	} else {
+	if err := dst.f.Sync(); err != nil {
 		return err
 	}
 	slices.Sort(free)

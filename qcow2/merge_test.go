@@ -82,6 +82,34 @@ func TestMoveOver(t *testing.T) {
 	}
 }
 
+// Compressed clusters replaced where each host cluster holds many, of
+// which some stay: their refcounts go down without reaching 0, and are
+// written all the same.
+func TestMoveOverShared(t *testing.T) {
+	needQemu(t)
+	dir := t.TempDir()
+	base, top := filepath.Join(dir, "base.qcow2"), filepath.Join(dir, "top.qcow2")
+	all, half := map[uint64]kind{}, map[uint64]kind{}
+	for i := range uint64(256) {
+		all[i] = repeated
+		if i%2 == 0 {
+			half[i] = text
+		}
+	}
+	writeCompressed(t, base, 64<<20, all, Options{Compression: "zstd"})
+	writeCompressed(t, top, 64<<20, half, Options{Compression: "zstd", Backing: "base.qcow2", BackingFormat: "qcow2"})
+	want := rawOf(t, top)
+	res, err := MoveClusters(context.Background(), Move{Src: top, Dst: base, Over: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.Freed != 0 {
+		t.Errorf("moved %+v: freed host clusters, want none", res)
+	}
+	sameAs(t, base, want)
+	qemuCheck(t, base)
+}
+
 // QEMU's own compressed images (qemu-img convert -c) and plain ones
 // written by qemu-io, zero writes included.
 func TestMoveQemuImages(t *testing.T) {
