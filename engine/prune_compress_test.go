@@ -214,3 +214,21 @@ func TestPruneCompressedStoppedAnywhere(t *testing.T) {
 		})
 	}
 }
+
+// An image the cluster mover does not handle (here a qcow2 v2 full) is
+// merged by qemu-img, and the output says so; every kept point still
+// verifies.
+func TestPruneFallsBackToQemuImg(t *testing.T) {
+	dir, names := makeChain(t, []point{{day: "2026-10-30", off: 0, size: 8}, {day: "2026-10-31", off: 4, size: 4}, {day: "2026-11-01", off: 12, size: 2}})
+	run(t, "qemu-img", "amend", "-f", "qcow2", "-o", "compat=0.10", filepath.Join(dir, names[0], "vda.qcow2"))
+	raws := rawPoints(t, dir, names)
+	var said lines
+	if _, err := Prune(t.Context(), PruneRequest{Dir: dir, Policy: Policy{Last: 2}, Now: time.Now}, &said); err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(said.all(), "qcow2 version 2 (compat=0.10), which vbackup's cluster mover does not handle; merging with qemu-img commit instead") {
+		t.Errorf("said %q", said.all())
+	}
+	verifyAll(t, dir)
+	sameAsBefore(t, dir, names[1:], raws)
+}

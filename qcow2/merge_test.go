@@ -110,6 +110,29 @@ func TestMoveOverShared(t *testing.T) {
 	qemuCheck(t, base)
 }
 
+// A destination whose file ends just before 2 GiB: the clusters moved go
+// past it, where a new refcount block has to count them (and itself).
+func TestMoveNewRefcountBlock(t *testing.T) {
+	needQemu(t)
+	dir := t.TempDir()
+	base, top := filepath.Join(dir, "base.qcow2"), filepath.Join(dir, "top.qcow2")
+	writePlain(t, base, mixedSize, mixedKinds(), Options{})
+	// What lies past the last cluster counted is free space of the image.
+	if err := os.Truncate(base, refcountEntries*ClusterSize-3*ClusterSize); err != nil {
+		t.Fatal(err)
+	}
+	writeCompressed(t, top, mixedSize, overKinds(), Options{Compression: "zlib", Backing: "base.qcow2", BackingFormat: "qcow2"})
+	want := rawOf(t, top)
+	if _, err := MoveClusters(context.Background(), Move{Src: top, Dst: base, Over: true}); err != nil {
+		t.Fatal(err)
+	}
+	sameAs(t, base, want)
+	qemuCheck(t, base)
+	if fi, err := os.Stat(base); err != nil || fi.Size() <= refcountEntries*ClusterSize {
+		t.Fatalf("the image did not grow past 2 GiB: %v %v", fi.Size(), err)
+	}
+}
+
 // QEMU's own compressed images (qemu-img convert -c) and plain ones
 // written by qemu-io, zero writes included.
 func TestMoveQemuImages(t *testing.T) {
