@@ -134,7 +134,9 @@ func (mv *mover) region(r, n uint64, out *Moved) error {
 			plains++
 		case packed:
 			if src.compression != dst.compression {
-				return unsupported(dst.path, "compression type %d where %s's compressed clusters have type %d", dst.compression, src.path, src.compression)
+				if err := mv.adoptCompression(); err != nil {
+					return err
+				}
 			}
 			_, sn := compressedSpan(se)
 			spans += sn
@@ -331,5 +333,53 @@ func (mv *mover) extend() error {
 	if end := int64(mv.dst.next * ClusterSize); fi.Size() < end {
 		return mv.dst.f.Truncate(end)
 	}
+	return nil
+}
+
+// adoptCompression gives the destination the source's compression type,
+// so that the source's compressed clusters read there as they are: when it
+// holds no compressed cluster itself, which its L2 tables tell (a read of
+// an eighth of a thousandth of its virtual size, once: the header says the
+// type from then on). The header changes before any cluster comes in, and
+// changes nothing of what the image reads.
+func (mv *mover) adoptCompression() error {
+	src, dst := mv.src, mv.dst
+	refuse := unsupported(dst.path, "compressed clusters of type %d where %s's have type %d", dst.compression, src.path, src.compression)
+	h := make([]byte, 112)
+	if _, err := dst.f.ReadAt(h, 0); err != nil {
+		return err
+	}
+	be := binary.BigEndian
+	if be.Uint32(h[100:]) <= 104 {
+		return unsupported(dst.path, "a header with no compression type field, where %s's compressed clusters have type %d", src.path, src.compression)
+	}
+	l2 := make([]byte, ClusterSize)
+	for r := range dst.l1 {
+		off, err := dst.l2(uint64(r), l2)
+		if err != nil {
+			return err
+		}
+		for i := 0; off != 0 && i < len(l2); i += 8 {
+			if kindOf(be.Uint64(l2[i:])) == packed {
+				return refuse
+			}
+		}
+	}
+	inc := be.Uint64(h[72:]) &^ incompatCompressionType
+	if src.compression != compressionZlib {
+		inc |= incompatCompressionType
+	}
+	be.PutUint64(h[72:], inc)
+	h[104] = src.compression
+	if err := dst.pwrite(h[72:80], 72); err != nil {
+		return err
+	}
+	if err := dst.pwrite(h[104:105], 104); err != nil {
+		return err
+	}
+	if err := dst.f.Sync(); err != nil {
+		return err
+	}
+	dst.compression = src.compression
 	return nil
 }

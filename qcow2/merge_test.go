@@ -133,6 +133,29 @@ func TestMoveNewRefcountBlock(t *testing.T) {
 	}
 }
 
+// A plain full (compression type zlib, qcow2's default, but no compressed
+// cluster) takes a zstd overlay: it becomes a zstd image, its clusters
+// compressed as they were.
+func TestMoveAdoptsCompression(t *testing.T) {
+	needQemu(t)
+	dir := t.TempDir()
+	base, top := filepath.Join(dir, "base.qcow2"), filepath.Join(dir, "top.qcow2")
+	writePlain(t, base, mixedSize, mixedKinds(), Options{})
+	writeCompressed(t, top, mixedSize, overKinds(), Options{Compression: "zstd", Backing: "base.qcow2", BackingFormat: "qcow2"})
+	want := rawOf(t, top)
+	res, err := MoveClusters(context.Background(), Move{Src: top, Dst: base, Over: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	sameAs(t, base, want)
+	if r := qemuCheck(t, base); r.CompressedClusters != int(res.Compressed) || res.Compressed == 0 {
+		t.Errorf("moved %+v: %d compressed clusters", res, r.CompressedClusters)
+	}
+	if c := compressionType(t, base); c != "zstd" {
+		t.Errorf("compression type %s, want zstd", c)
+	}
+}
+
 // QEMU's own compressed images (qemu-img convert -c) and plain ones
 // written by qemu-io, zero writes included.
 func TestMoveQemuImages(t *testing.T) {
