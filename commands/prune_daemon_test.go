@@ -6,7 +6,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -125,7 +124,9 @@ func TestPruneKilled(t *testing.T) {
 	}
 	latest := sourceSums(t, bed, dom, "vda")
 
-	killPruneDuring(t, "commit", "--from", dir, "--keep-last", "1")
+	// The oldest full's image, into which the next backup's data goes.
+	full := storeBackups(t, dir)[0]
+	killPruneDuring(t, full.File(full.Disks[0]), "--from", dir, "--keep-last", "1")
 	// The point being removed is no longer listed; the others verify and
 	// restore.
 	listed := vb(t, open, "backups", dir)
@@ -154,32 +155,29 @@ func TestPruneKilled(t *testing.T) {
 }
 
 // killPruneDuring runs 'vbackup prune ARGS' and kills it (SIGKILL) while
-// its qemu-img runs the sub-command; the qemu-img must die with it.
-func killPruneDuring(t *testing.T, sub string, args ...string) {
+// it moves clusters into image: once the image has grown.
+func killPruneDuring(t *testing.T, image string, args ...string) {
 	t.Helper()
+	fi, err := os.Stat(image)
+	if err != nil {
+		t.Fatal(err)
+	}
+	before := fi.Size()
 	cmd := exec.Command(vbackupBinary(t), append([]string{"prune"}, args...)...)
 	var stderr strings.Builder
 	cmd.Stderr = &stderr
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
-	child := 0
-	for deadline := time.Now().Add(30 * time.Second); time.Now().Before(deadline) && child == 0; time.Sleep(5 * time.Millisecond) {
-		if child = childRunning(cmd.Process.Pid, sub); child != 0 && cmd.Process.Signal(syscall.SIGKILL) != nil {
-			child = 0
+	killed := false
+	for deadline := time.Now().Add(30 * time.Second); time.Now().Before(deadline) && !killed; time.Sleep(time.Millisecond) {
+		if fi, err := os.Stat(image); err == nil && fi.Size() > before {
+			killed = cmd.Process.Signal(syscall.SIGKILL) == nil
 		}
 	}
-	err := cmd.Wait()
-	if child == 0 {
-		t.Fatalf("the prune ended before it could be killed during qemu-img %s: %v\n%s", sub, err, stderr.String())
-	}
-	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(10 * time.Millisecond) {
-		if _, err := os.Stat("/proc/" + strconv.Itoa(child)); os.IsNotExist(err) {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("qemu-img (pid %d) still runs after its prune was killed", child)
-		}
+	err = cmd.Wait()
+	if !killed {
+		t.Fatalf("the prune ended before it could be killed while it wrote %s: %v\n%s", image, err, stderr.String())
 	}
 }
 
@@ -203,7 +201,7 @@ func TestPruneKilledWhileRebasing(t *testing.T) {
 	}
 	// The oldest full goes into October's last; November's first goes up
 	// into the newest, killed then.
-	killPruneDuring(t, "rebase", "--from", dir, "--keep-monthly", "2")
+	killPruneDuring(t, filepath.Join(dir, names[3], "vda.qcow2"), "--from", dir, "--keep-monthly", "2")
 	wantCode(t, vb(t, open, "verify", "--from", dir), ExitOK)
 	if got := restoredSums(t, open, dir, names[3], "vda"); got["vda"] != points[3]["vda"] {
 		t.Errorf("after the kill %s restores to %s, want %s", names[3], got["vda"], points[3]["vda"])
@@ -221,32 +219,6 @@ func TestPruneKilledWhileRebasing(t *testing.T) {
 			t.Errorf("%s restores to %s, want %s", at, got["vda"], points[i]["vda"])
 		}
 	}
-}
-
-// childRunning returns the pid of a child process of pid that runs
-// qemu-img with the given sub-command, or 0.
-func childRunning(pid int, sub string) int {
-	entries, _ := os.ReadDir("/proc")
-	for _, e := range entries {
-		if _, err := strconv.Atoi(e.Name()); err != nil {
-			continue
-		}
-		stat, err := os.ReadFile("/proc/" + e.Name() + "/stat")
-		if err != nil {
-			continue
-		}
-		fields := strings.Fields(string(stat[strings.LastIndexByte(string(stat), ')')+1:]))
-		if len(fields) < 2 || fields[1] != strconv.Itoa(pid) {
-			continue
-		}
-		cmdline, _ := os.ReadFile("/proc/" + e.Name() + "/cmdline")
-		args := strings.Split(string(cmdline), "\x00")
-		if len(args) > 1 && strings.HasSuffix(args[0], "qemu-img") && args[1] == sub {
-			n, _ := strconv.Atoi(e.Name())
-			return n
-		}
-	}
-	return 0
 }
 
 // A prune and a backup exclude each other: the second is refused, saying

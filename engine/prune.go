@@ -141,7 +141,7 @@ func Prune(ctx context.Context, req PruneRequest, notes progress.Notifier) (Prun
 		if err := context.Cause(ctx); err != nil {
 			return out, fmt.Errorf("prune stopped before removing backup %s: %w", v.Backup.Name(), err)
 		}
-		merges, err := remove(ctx, store, v.Backup, req.Now())
+		merges, err := remove(ctx, store, v.Backup, req.Now(), notes)
 		out.Merges = append(out.Merges, merges...)
 		if err != nil {
 			if c := context.Cause(ctx); c != nil && !errors.Is(err, c) {
@@ -167,7 +167,7 @@ func completeRemoval(ctx context.Context, store *chain.Store, notes progress.Not
 		return store.EndRemoval() // only the record was left
 	}
 	notes.Notef("note: completing the removal of backup %s, which an interrupted prune left half done", r.Name())
-	if _, err := merge(ctx, store, r, store.Plan); err != nil {
+	if _, err := merge(ctx, store, r, store.Plan, notes); err != nil {
 		return fmt.Errorf("completing the removal of backup %s: %w", r.Name(), err)
 	}
 	return store.EndRemoval()
@@ -175,7 +175,7 @@ func completeRemoval(ctx context.Context, store *chain.Store, notes progress.Not
 
 // remove takes backup r out of the store, merging each of its disks into
 // the backup built on it.
-func remove(ctx context.Context, store *chain.Store, r *chain.Backup, now time.Time) ([]Merge, error) {
+func remove(ctx context.Context, store *chain.Store, r *chain.Backup, now time.Time, notes progress.Notifier) ([]Merge, error) {
 	var plan []chain.Planned
 	for _, d := range r.Disks {
 		if deps := store.Dependents(r, d.Name); len(deps) == 1 {
@@ -188,7 +188,7 @@ func remove(ctx context.Context, store *chain.Store, r *chain.Backup, now time.T
 	if err := stop("recorded"); err != nil {
 		return nil, err
 	}
-	merges, err := merge(ctx, store, r, plan)
+	merges, err := merge(ctx, store, r, plan, notes)
 	if err != nil {
 		return merges, fmt.Errorf("removing backup %s: %w; the next prune or backup completes it", r.Name(), err)
 	}
@@ -199,7 +199,7 @@ func remove(ctx context.Context, store *chain.Store, r *chain.Backup, now time.T
 }
 
 // merge carries out a removal's plan.
-func merge(ctx context.Context, store *chain.Store, r *chain.Backup, plan []chain.Planned) ([]Merge, error) {
+func merge(ctx context.Context, store *chain.Store, r *chain.Backup, plan []chain.Planned, notes progress.Notifier) ([]Merge, error) {
 	var merges []Merge
 	for _, p := range plan {
 		d, ok := r.Disk(p.Disk)
@@ -210,7 +210,7 @@ func merge(ctx context.Context, store *chain.Store, r *chain.Backup, plan []chai
 		if err != nil {
 			return merges, err
 		}
-		m, err := mergeDisk(ctx, store, r, d, next)
+		m, err := mergeDisk(ctx, store, r, d, next, notes)
 		if err != nil {
 			return merges, err
 		}

@@ -11,6 +11,7 @@ import (
 
 	"vbackup/chain"
 	"vbackup/contentsum"
+	"vbackup/progress"
 )
 
 // mergeDisk makes next's image of disk d read as it does without the
@@ -21,7 +22,7 @@ import (
 //     manifest says full, and r's image takes the place of next's;
 //   - r's image is an overlay over prev's: r's data that next does not
 //     overwrite is copied up into next, which is rebased onto prev's image.
-func mergeDisk(ctx context.Context, store *chain.Store, r *chain.Backup, d chain.Disk, next *chain.Backup) (Merge, error) {
+func mergeDisk(ctx context.Context, store *chain.Store, r *chain.Backup, d chain.Disk, next *chain.Backup, notes progress.Notifier) (Merge, error) {
 	nd, _ := next.Disk(d.Name)
 	// The overlay merged: next's into the full below it, or r's up into
 	// next. What a backup copied from the domain is what its overlay holds.
@@ -39,7 +40,7 @@ func mergeDisk(ctx context.Context, store *chain.Store, r *chain.Backup, d chain
 	// done, after a crash too.
 	defer dropUnnamedDigests(next, d.Name)
 	if m.Down {
-		return m, mergeDown(ctx, store, r, d, next, nd, nextImg, rImg, rName, backing)
+		return m, mergeDown(ctx, store, r, d, next, nd, nextImg, rImg, rName, backing, notes)
 	}
 	prev, err := store.Chain(r, d.Name)
 	if err != nil {
@@ -47,19 +48,19 @@ func mergeDisk(ctx context.Context, store *chain.Store, r *chain.Backup, d chain
 	}
 	below := prev[len(prev)-2]
 	bd, _ := below.Disk(d.Name)
-	return m, rebaseUp(ctx, store, r, d, next, nd, nextImg, rName, chain.BackingName(below, bd), below.Name(), backing)
+	return m, rebaseUp(ctx, store, r, d, next, nd, nextImg, rImg, rName, chain.BackingName(below, bd), below.Name(), backing, notes)
 }
 
 // mergeDown commits next's overlay into r's full image, then gives that
 // image next's name. The manifest says full before the rename: until then
 // next's file is an overlay on a base that holds next's data, which reads
 // the same.
-func mergeDown(ctx context.Context, store *chain.Store, r *chain.Backup, d chain.Disk, next *chain.Backup, nd chain.Disk, nextImg, rImg, rName, backing string) error {
+func mergeDown(ctx context.Context, store *chain.Store, r *chain.Backup, d chain.Disk, next *chain.Backup, nd chain.Disk, nextImg, rImg, rName, backing string, notes progress.Notifier) error {
 	_, statErr := os.Stat(rImg)
 	switch {
 	case statErr == nil && backing == rName:
-		// -d: next's overlay is left as it is; the rename replaces it.
-		if _, err := qemuImg(ctx, filepath.Dir(nextImg), "commit", "-q", "-d", "-f", "qcow2", filepath.Base(nextImg)); err != nil {
+		// Next's overlay is left as it is; the rename replaces it.
+		if err := commitDown(ctx, nextImg, rImg, notes); err != nil {
 			return err
 		}
 		if err := stop("committed"); err != nil {
@@ -100,10 +101,8 @@ func mergeDown(ctx context.Context, store *chain.Store, r *chain.Backup, d chain
 }
 
 // rebaseUp copies into next what r's overlay holds and next does not, and
-// records prev's image as next's backing file. qemu-img runs in next's
-// folder with the relative name: it then sees that the new backing file is
-// in the old chain and reads only what lies above it, r's overlay.
-func rebaseUp(ctx context.Context, store *chain.Store, r *chain.Backup, d chain.Disk, next *chain.Backup, nd chain.Disk, nextImg, rName, belowName, below, backing string) error {
+// records prev's image as next's backing file (copyUp).
+func rebaseUp(ctx context.Context, store *chain.Store, r *chain.Backup, d chain.Disk, next *chain.Backup, nd chain.Disk, nextImg, rImg, rName, belowName, below, backing string, notes progress.Notifier) error {
 	// Before the rebase: until the manifest says so, next's chain reads
 	// through r, and the digests are worked out along it.
 	sums, changed, err := digestsAfterMerge(store, r, next, d, false)
@@ -112,7 +111,7 @@ func rebaseUp(ctx context.Context, store *chain.Store, r *chain.Backup, d chain.
 	}
 	switch backing {
 	case rName:
-		if _, err := qemuImg(ctx, filepath.Dir(nextImg), "rebase", "-q", "-f", "qcow2", "-F", "qcow2", "-b", belowName, filepath.Base(nextImg)); err != nil {
+		if err := copyUp(ctx, rImg, nextImg, belowName, notes); err != nil {
 			return err
 		}
 		if err := stop("rebased"); err != nil {

@@ -29,6 +29,14 @@ type point struct {
 // writes them: each incremental an overlay on the one before.
 func makeChain(t *testing.T, points []point) (string, []string) {
 	t.Helper()
+	return makeChainOf(t, points, "")
+}
+
+// makeChainOf is makeChain with images written as fetch writes them, their
+// clusters compressed with compress ("zstd", "zlib"; "" for qemu-img's
+// plain images).
+func makeChainOf(t *testing.T, points []point, compress string) (string, []string) {
+	t.Helper()
 	dir := filepath.Join(t.TempDir(), "backups")
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		t.Fatal(err)
@@ -57,7 +65,14 @@ func makeChain(t *testing.T, points []point) (string, []string) {
 			d.Level, d.Backing = chain.Incremental, prev
 			args = []string{"create", "-q", "-f", "qcow2", "-F", "qcow2", "-b", "../" + prev + "/vda.qcow2", img}
 		}
-		run(t, "qemu-img", args...)
+		if compress != "" {
+			if p.full && prev != "" {
+				t.Fatal("makeChainOf: a compressed full after the first is not made here")
+			}
+			writeCompressedPoint(t, img, d.Backing, i, p, compress)
+		} else {
+			run(t, "qemu-img", args...)
+		}
 		if p.full && prev != "" {
 			// A new full holds the whole disk as it is now.
 			run(t, "qemu-img", "convert", "-f", "qcow2", "-O", "qcow2", filepath.Join(dir, prev, "vda.qcow2"), img+".tmp")
@@ -65,7 +80,9 @@ func makeChain(t *testing.T, points []point) (string, []string) {
 				t.Fatal(err)
 			}
 		}
-		run(t, "qemu-io", "-f", "qcow2", "-c", fmt.Sprintf("write -P 0x%02x %dM %dM", 0x10+i, p.off, p.size), img)
+		if compress == "" {
+			run(t, "qemu-io", "-f", "qcow2", "-c", fmt.Sprintf("write -P 0x%02x %dM %dM", 0x10+i, p.off, p.size), img)
+		}
 		sum, err := contentsum.File(context.Background(), img, "qcow2", contentsum.Options{})
 		if err != nil {
 			t.Fatal(err)
@@ -149,6 +166,9 @@ func TestPruneKeepsPoints(t *testing.T) {
 	if res.Freed == 0 {
 		t.Error("nothing freed")
 	}
+	for _, b := range store.Backups {
+		imageCheck(t, filepath.Join(dir, b.Name(), "vda.qcow2"), false)
+	}
 
 	// A middle point: the newest of October and of November are kept.
 	res = prune(t, dir, Policy{Monthly: 2})
@@ -163,6 +183,7 @@ func TestPruneKeepsPoints(t *testing.T) {
 	if d, _ := store.Backups[1].Disk("vda"); d.Backing != names[2] {
 		t.Errorf("%s builds on %s, want %s", names[4], d.Backing, names[2])
 	}
+	imageCheck(t, filepath.Join(dir, names[4], "vda.qcow2"), false)
 }
 
 // A prune stopped between any two steps (as a crash stops it) leaves every
@@ -170,12 +191,13 @@ func TestPruneKeepsPoints(t *testing.T) {
 // says so.
 func TestPruneStoppedAnywhere(t *testing.T) {
 	crash := errors.New("crash")
-	for _, step := range []string{"recorded", "committed", "rewritten as full", "rebased", "merged"} {
+	for _, step := range []string{"recorded", "commit written", "commit mapped", "commit freed", "committed", "rewritten as full",
+		"rebase written", "rebase mapped", "rebased", "merged"} {
 		t.Run(step, func(t *testing.T) {
 			dir, names := makeChain(t, []point{{day: "2026-10-30", off: 0, size: 16}, {day: "2026-10-31", off: 8, size: 8},
 				{day: "2026-11-01", off: 20, size: 4}, {day: "2026-11-02", off: 2, size: 4}})
 			policy := Policy{Last: 2}
-			if step == "rebased" {
+			if strings.HasPrefix(step, "rebase") {
 				// The oldest full goes into October's last, then November's
 				// first goes up into the newest.
 				policy = Policy{Monthly: 2}
@@ -214,7 +236,7 @@ func TestPruneStoppedAnywhere(t *testing.T) {
 }
 
 func removedName(names []string, step string) string {
-	if step == "rebased" {
+	if strings.HasPrefix(step, "rebase") {
 		return names[2]
 	}
 	return names[0]
