@@ -13,6 +13,7 @@ packages=(
   openssl                                               # the test bed's backup TLS certificates
   bash-completion zsh fish                              # the shells whose completion the tests drive
   bc                                                    # bench/ arithmetic
+  linux-image-amd64 busybox-static qemu-guest-agent cpio e2fsprogs # the booted test guest (scripts/guest.sh)
 )
 
 missing=()
