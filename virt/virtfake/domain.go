@@ -32,6 +32,11 @@ type Domain struct {
 	holdPush  bool
 	onPush    func(disk, target string) error
 	subs      map[*subscriber]struct{}
+
+	agentConfigured bool // the domain has a guest agent channel
+	agentUp         bool // and the guest runs the agent
+	frozen          bool
+	onFreeze        func()
 }
 
 var _ virt.Domain = (*Domain)(nil)
@@ -128,6 +133,7 @@ func (d *Domain) Stop() {
 	d.active = false
 	d.id = 0
 	d.record = nil
+	d.frozen = false
 	d.live = copyDomain(d.def)
 }
 
