@@ -37,6 +37,9 @@ type BackupRequest struct {
 	// Reconnect opens the connection again after libvirtd went away while
 	// a push is watched; nil: the push's outcome is then unknown.
 	Reconnect func(ctx context.Context) (virt.Conn, error)
+	// Quiesce is whether the guest's filesystems are frozen while the job
+	// starts ("": never).
+	Quiesce job.Quiesce
 }
 
 // Backup is one backup, prepared: what it was decided to be, and what it
@@ -55,6 +58,7 @@ type Backup struct {
 	uuid        string
 	pending     *chain.Pending
 	started     bool // the job started: its checkpoint exists
+	freeze      job.Freeze
 }
 
 // PrepareBackup takes the folder's lock (when the folder exists), checks
@@ -66,6 +70,9 @@ func PrepareBackup(ctx context.Context, dom virt.Domain, req BackupRequest, note
 		return nil, err
 	}
 	b := &Backup{req: req, dom: dom, notes: notes, unlock: func() {}}
+	if err := b.checkQuiesce(ctx); err != nil {
+		return nil, err
+	}
 	// A folder that is not there yet is made only once the backup starts:
 	// a refused backup changes nothing.
 	if _, err := os.Stat(req.Dir); err == nil {
@@ -206,7 +213,7 @@ func (b *Backup) run(ctx context.Context, printer progress.Printer, committing f
 // begin starts the job. A checkpoint whose bitmap was lost after a crash
 // shows only now; then the backup becomes a full one.
 func (b *Backup) begin(ctx context.Context, rec virt.BackupRecord) error {
-	plan, err := b.plan(ctx)
+	plan, err := b.frozenPlan(ctx)
 	if err != nil {
 		return err
 	}
@@ -230,7 +237,7 @@ func (b *Backup) begin(ctx context.Context, rec virt.BackupRecord) error {
 		return err
 	}
 	b.dec.Reason = "the last backup's checkpoint is broken"
-	if plan, err = b.plan(ctx); err != nil {
+	if plan, err = b.frozenPlan(ctx); err != nil {
 		return err
 	}
 	return job.Begin(ctx, b.dom, plan, false, rec, b.notes)
@@ -244,6 +251,7 @@ func (b *Backup) announce() {
 			b.notes.Infof("  %-6s %s: %s", d.Name, d.Level, d.Reason)
 		}
 	}
+	b.announceQuiesce()
 	for _, name := range b.dec.Ended {
 		if b.hasDisk(name) {
 			b.notes.Infof("  %-6s not backed up this time (not named by --disk)", name)
