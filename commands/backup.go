@@ -23,6 +23,7 @@ type backupOptions struct {
 	Push     bool     // libvirt writes the images (default: vbackup reads the pull export)
 	MaxChain int      // a full backup once the chain has this many incrementals; 0: no limit
 	Compress string   // "", zlib or zstd
+	Quiesce  job.Quiesce
 	JSON     bool
 	Quiet    bool
 }
@@ -40,7 +41,9 @@ func newBackupCommand(env *Env, run func(context.Context, *Env, backupOptions) e
 			"disk whose backing file is the same disk in the backup before. A disk new since\n" +
 			"the last backup gets a full image; a raw disk, which cannot carry a bitmap, is\n" +
 			"copied whole every time. If anything fails, the checkpoint is deleted and DIR is\n" +
-			"left as it was. Restore with 'vbackup restore', check with 'vbackup verify'.",
+			"left as it was. Restore with 'vbackup restore', check with 'vbackup verify'.\n" +
+			"When the guest's QEMU agent answers, its filesystems are frozen while the job\n" +
+			"starts (--quiesce auto), so the backup holds them clean, not as after a power cut.",
 		Flags: []cli.Flag{
 			&cli.StringFlag{Name: "to", Usage: "the domain's backup folder `DIR` (created if missing)", Required: true},
 			&cli.StringFlag{Name: "level", Usage: "`LEVEL`: auto, full or inc", Value: chain.WantAuto},
@@ -48,6 +51,7 @@ func newBackupCommand(env *Env, run func(context.Context, *Env, backupOptions) e
 			&cli.BoolFlag{Name: "push", Usage: "libvirt writes the images (instead of vbackup reading them over NBD)"},
 			&cli.StringFlag{Name: "max-chain", Usage: "make a full backup once the folder's chain has `N` incrementals since its last full (default: no limit; prune bounds the chain)"},
 			&cli.StringFlag{Name: "compress", Usage: "compress the images' clusters: `KIND` zstd, zlib or none; QEMU and qemu-img read them as they are", Value: "none"},
+			&cli.StringFlag{Name: "quiesce", Usage: "freeze the guest's filesystems while the job starts, through its guest agent: `WHEN` auto (if the agent answers), yes (or fail) or no", Value: string(job.QuiesceAuto)},
 			&cli.BoolFlag{Name: "json", Usage: "print progress and the result as JSON lines on stdout"},
 			&cli.BoolFlag{Name: "quiet", Aliases: []string{"q"}, Usage: "print only errors"},
 		},
@@ -82,6 +86,9 @@ func newBackupCommand(env *Env, run func(context.Context, *Env, backupOptions) e
 			case c != "none":
 				return usageErrorf(cmd, "--compress %q: use zstd, zlib or none", c)
 			}
+			if opts.Quiesce, err = job.ParseQuiesce(cmd.String("quiesce")); err != nil {
+				return &UsageError{Cmd: cmd, Err: err}
+			}
 			if opts.Dir, err = filepath.Abs(opts.Dir); err != nil {
 				return err
 			}
@@ -98,7 +105,7 @@ func runBackup(ctx context.Context, env *Env, opts backupOptions) error {
 	out := newOutput(env, opts.JSON, opts.Quiet)
 	host, _ := os.Hostname()
 	req := engine.BackupRequest{Dir: opts.Dir, Level: opts.Level, Disks: opts.Disks, Push: opts.Push, MaxChain: opts.MaxChain, Compress: opts.Compress, Now: env.Now,
-		Host: host, PID: os.Getpid(), Sockets: job.DefaultSockets(env.Getenv), Reconnect: env.Reconnect}
+		Host: host, PID: os.Getpid(), Sockets: job.DefaultSockets(env.Getenv), Reconnect: env.Reconnect, Quiesce: opts.Quiesce}
 	b, err := engine.PrepareBackup(ctx, dom, req, out.notes)
 	if err != nil {
 		return err
