@@ -384,7 +384,7 @@ cmd_guest() {
 	[ $# -eq 3 ] || usage_error "guest: expected DIR NAME GUESTDIR"
 	need_root
 	need_cmds virsh runuser
-	local dir name=$2 gdir state imgdir f xml
+	local dir name=$2 gdir state imgdir f xml sock
 	valid_name "$name" || usage_error "guest: bad NAME '$name' (letters, digits, '_', '.', '-'; at most 80)"
 	gdir=$(realpath -- "$3") || die "guest: no folder '$3'"
 	for f in vmlinuz initrd.img root.qcow2; do
@@ -407,6 +407,10 @@ cmd_guest() {
 			as_bed "$dir" tee -- "$imgdir/$f" <"$gdir/$f" >/dev/null
 		done
 		as_bed "$dir" tee -- "$imgdir/vda.qcow2" <"$gdir/root.qcow2" >/dev/null
+		# libvirt's own agent socket path grows with the domain's ID and can
+		# pass the 107 bytes a unix socket path may have: a short one.
+		as_bed "$dir" mkdir -p -- "$dir/ga"
+		sock=$dir/ga/$(printf '%s' "$name" | sha256sum | cut -c1-16).sock
 		xml=$imgdir/domain.xml
 		as_bed "$dir" tee -- "$xml" >/dev/null <<EOF
 <domain type='qemu'>
@@ -430,6 +434,7 @@ cmd_guest() {
       <target dev='vda' bus='virtio'/>
     </disk>
     <channel type='unix'>
+      <source mode='bind' path='$sock'/>
       <target type='virtio' name='org.qemu.guest_agent.0'/>
     </channel>
     <serial type='file'>
