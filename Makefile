@@ -37,7 +37,7 @@ test: check
 	@echo '== fast tests without cgo or the bed'; CGO_ENABLED=0 $(GO) test -count=1 ./job/... ./engine/... ./virt/virtfake/...
 	@bed=$$(mktemp -d /tmp/vbackup-bed.XXXXXX) && \
 	  scripts/testbed.sh up "$$bed" >/dev/null && \
-	  { VBACKUP_TESTBED="$$bed" $(GO) test -race -count=1 ./...; rc=$$?; \
+	  { VBACKUP_TESTBED="$$bed" $(GO) test -race -count=1 -timeout 30m ./...; rc=$$?; \
 	    scripts/testbed.sh down "$$bed"; exit $$rc; }
 
 demo: build
