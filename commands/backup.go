@@ -24,6 +24,7 @@ type backupOptions struct {
 	MaxChain int      // a full backup once the chain has this many incrementals; 0: no limit
 	Compress string   // "", zlib or zstd
 	DryRun   bool     // say what the backup would do, change nothing
+	Quiesce  job.Quiesce
 	JSON     bool
 	Quiet    bool
 }
@@ -43,6 +44,8 @@ func newBackupCommand(env *Env, run func(context.Context, *Env, backupOptions) e
 			"copied whole every time. If anything fails, the checkpoint is deleted and DIR is\n" +
 			"left as it was. A shut-off domain's images are read directly (qemu-nbd), and it cannot\n" +
 			"start until the backup is in place. Each folder keeps its own chain and checkpoints.\n" +
+			"When a running guest's QEMU agent answers, its filesystems are frozen while the job\n" +
+			"starts (--quiesce auto), so the backup holds them clean, not as after a power cut.\n" +
 			"--dry-run says what the next backup would do, and why, and changes nothing.\n" +
 			"Restore with 'vbackup restore', check with 'vbackup verify'.",
 		Flags: []cli.Flag{
@@ -53,6 +56,7 @@ func newBackupCommand(env *Env, run func(context.Context, *Env, backupOptions) e
 			&cli.StringFlag{Name: "max-chain", Usage: "make a full backup once the folder's chain has `N` incrementals since its last full (default: no limit; prune bounds the chain)"},
 			&cli.StringFlag{Name: "compress", Usage: "compress the images' clusters: `KIND` zstd, zlib or none; QEMU and qemu-img read them as they are", Value: "none"},
 			&cli.BoolFlag{Name: "dry-run", Usage: "print what the backup would do for each disk (full or incremental, from which backup, and why), and change nothing"},
+			&cli.StringFlag{Name: "quiesce", Usage: "freeze the guest's filesystems while the job starts, through its guest agent: `WHEN` auto (if the agent answers), yes (or fail) or no", Value: string(job.QuiesceAuto)},
 			&cli.BoolFlag{Name: "json", Usage: "print progress and the result as JSON lines on stdout"},
 			&cli.BoolFlag{Name: "quiet", Aliases: []string{"q"}, Usage: "print only errors"},
 		},
@@ -87,6 +91,9 @@ func newBackupCommand(env *Env, run func(context.Context, *Env, backupOptions) e
 			case c != "none":
 				return usageErrorf(cmd, "--compress %q: use zstd, zlib or none", c)
 			}
+			if opts.Quiesce, err = job.ParseQuiesce(cmd.String("quiesce")); err != nil {
+				return &UsageError{Cmd: cmd, Err: err}
+			}
 			if opts.DryRun = cmd.Bool("dry-run"); opts.DryRun {
 				if err := dryRunFlags(cmd); err != nil {
 					return err
@@ -111,7 +118,7 @@ func runBackup(ctx context.Context, env *Env, opts backupOptions) error {
 	out := newOutput(env, opts.JSON, opts.Quiet)
 	host, _ := os.Hostname()
 	req := engine.BackupRequest{Dir: opts.Dir, Level: opts.Level, Disks: opts.Disks, Push: opts.Push, MaxChain: opts.MaxChain, Compress: opts.Compress, Now: env.Now,
-		Host: host, PID: os.Getpid(), Sockets: job.DefaultSockets(env.Getenv), Reconnect: env.Reconnect}
+		Host: host, PID: os.Getpid(), Sockets: job.DefaultSockets(env.Getenv), Reconnect: env.Reconnect, Quiesce: opts.Quiesce}
 	b, err := engine.PrepareBackup(ctx, dom, req, out.notes)
 	if err != nil {
 		return err

@@ -32,6 +32,7 @@ type backupBeginOptions struct {
 	FetchDir              string        // pull: read the exports into DIR, then end the job
 	Backing               string        // with FetchDir: the previous backup's folder
 	TLSCerts              string        // with FetchDir: client certificates of a TLS export
+	Quiesce               job.Quiesce
 
 	backupXML, checkpointXML string // the files' contents
 }
@@ -66,6 +67,7 @@ func newBackupBeginCommand(env *Env, run func(context.Context, *Env, backupBegin
 			&cli.StringFlag{Name: "server", Usage: "pull: NBD server `ADDRESS`, unix:/abs/socket or tcp:HOST[:PORT]"},
 			&cli.BoolFlag{Name: "tls", Usage: "pull: NBD over TLS (libvirt's backup TLS certificates)"},
 			&cli.BoolFlag{Name: "insecure", Usage: "pull: allow an unencrypted TCP export on an address other than loopback"},
+			&cli.StringFlag{Name: "quiesce", Usage: "freeze the guest's filesystems while the job starts, through its guest agent: `WHEN` auto (if the agent answers), yes (or fail) or no", Value: string(job.QuiesceAuto)},
 			&cli.BoolFlag{Name: "reuse-external", Usage: "the target (push) or scratch (pull) files exist already: use them"},
 			&cli.StringFlag{Name: "backupxml", Usage: "send the <domainbackup> of `FILE` instead of building it from flags"},
 			&cli.StringFlag{Name: "checkpointxml", Usage: "send the <domaincheckpoint> of `FILE` with the job"},
@@ -116,6 +118,9 @@ func newBackupBeginCommand(env *Env, run func(context.Context, *Env, backupBegin
 					return &UsageError{Cmd: cmd, Err: err}
 				}
 				opts.Spec.Disks = append(opts.Spec.Disks, d)
+			}
+			if opts.Quiesce, err = job.ParseQuiesce(cmd.String("quiesce")); err != nil {
+				return &UsageError{Cmd: cmd, Err: err}
 			}
 			opts.Server.Spec.TLS = cmd.Bool("tls")
 			if cmd.IsSet("server") {
@@ -237,13 +242,25 @@ func runBackupBegin(ctx context.Context, env *Env, opts backupBeginOptions) erro
 		}
 		return nil
 	}
+	if plan.Freeze, err = job.CheckQuiesce(ctx, dom, opts.Quiesce); err != nil {
+		sockets.Remove(dom.Name())
+		return err
+	}
+	if plan.Freeze.Note != "" {
+		out.notes.Infof("%s", plan.Freeze.Note)
+	}
 	rec := virt.BackupRecord{Checkpoint: plan.Checkpoint, Pull: plan.Pull, Started: env.Now()}
-	if err := job.Begin(ctx, dom, plan, opts.ReuseExternal, rec, out.notes); err != nil {
+	started, err := beginShielded(ctx, env, dom, plan, opts.ReuseExternal, rec, out)
+	if err != nil {
 		sockets.Remove(dom.Name())
 		return err
 	}
 	if err := printStarted(ctx, out, dom, plan); err != nil {
 		return err
+	}
+	if started != nil {
+		out.notes.Infof("The job runs: 'vbackup backup-end %s' ends it and deletes the checkpoint it made.", dom.Name())
+		return started
 	}
 	if opts.FetchDir == "" && !opts.Wait {
 		return nil
@@ -333,4 +350,29 @@ func fetchAndEnd(ctx context.Context, env *Env, out output, dom virt.Domain, soc
 	}
 	out.notes.Notef("Backup job of domain %s ended.", dom.Name())
 	return nil
+}
+
+// beginShielded starts the job; while the guest may be frozen, Ctrl-C and
+// SIGTERM wait for the thaw instead of ending vbackup. A signal that came
+// while a job started anyway is returned as interrupted (after is non-nil),
+// for the caller to say that the job runs.
+func beginShielded(ctx context.Context, env *Env, dom virt.Domain, plan job.Plan, reuse bool, rec virt.BackupRecord, out output) (after, err error) {
+	if !plan.Freeze.Freeze {
+		return nil, job.Begin(ctx, dom, plan, reuse, rec, out.notes)
+	}
+	bctx, intr := interruptible(ctx, env, interruptText{
+		ending: "thawing the guest's filesystems first",
+		again:  fmt.Sprintf("The guest may still be frozen: 'virsh domfsthaw %s' thaws it; 'vbackup backup-end %s' ends a job that started.", dom.Name(), dom.Name()),
+	})
+	err = job.Begin(bctx, dom, plan, reuse, rec, out.notes)
+	// Before stop, which cancels bctx too, a cancelled bctx is a signal.
+	var signalled error
+	if bctx.Err() != nil && ctx.Err() == nil {
+		signalled = context.Cause(bctx)
+	}
+	intr.stop()
+	if err != nil {
+		return nil, intr.wrap(err)
+	}
+	return signalled, nil
 }

@@ -13,10 +13,10 @@ func TestBackupChainFlags(t *testing.T) {
 		args []string
 		want backupOptions
 	}{
-		{[]string{"backup", "vm1", "--to", "/b"}, backupOptions{Domain: "vm1", Dir: "/b", Level: "auto", Disks: []string{}}},
+		{[]string{"backup", "vm1", "--to", "/b"}, backupOptions{Domain: "vm1", Dir: "/b", Level: "auto", Disks: []string{}, Quiesce: "auto"}},
 		{[]string{"backup", "--to", "rel", "vm1", "--level", "inc", "--disk", "vda", "--disk", "vdb", "--push", "--json"},
-			backupOptions{Domain: "vm1", Dir: filepath.Join(wd, "rel"), Level: "inc", Disks: []string{"vda", "vdb"}, Push: true, JSON: true}},
-		{[]string{"backup", "vm1", "--to", "/b", "-q", "--level", "full"}, backupOptions{Domain: "vm1", Dir: "/b", Level: "full", Disks: []string{}, Quiet: true}},
+			backupOptions{Domain: "vm1", Dir: filepath.Join(wd, "rel"), Level: "inc", Disks: []string{"vda", "vdb"}, Push: true, JSON: true, Quiesce: "auto"}},
+		{[]string{"backup", "vm1", "--to", "/b", "-q", "--level", "full"}, backupOptions{Domain: "vm1", Dir: "/b", Level: "full", Disks: []string{}, Quiet: true, Quiesce: "auto"}},
 	} {
 		got, r := parse(t, newBackupCommand, tc.args...)
 		wantCode(t, r, ExitOK)

@@ -28,6 +28,13 @@ func (r *request) flagValue(fi flagInfo, values map[string][]string, seen map[st
 			{chain.WantInc, "copy what changed since the last backup in DIR"},
 		}
 		return
+	case "quiesce":
+		r.kind, r.static = wantStatic, []candidate{
+			{"auto", "freeze the guest's filesystems when its agent answers (the default)"},
+			{"yes", "freeze them, or fail before anything changes"},
+			{"no", "never freeze: crash-consistent"},
+		}
+		return
 	case "at":
 		r.kind, r.from = wantBackups, last(values["from"])
 		return

@@ -41,6 +41,9 @@ type BackupRequest struct {
 	// DryRun prepares the backup without changing anything (no lock, no
 	// settling, no redefinition): DryRun then says what Run would do.
 	DryRun bool
+	// Quiesce is whether the guest's filesystems are frozen while the job
+	// starts ("": never).
+	Quiesce job.Quiesce
 }
 
 // Backup is one backup, prepared: what it was decided to be, and what it
@@ -65,6 +68,7 @@ type Backup struct {
 	made        *madeCheckpoint // offline: the checkpoint made, before libvirt has it
 	// The disks whose images the fetch summed as it wrote them.
 	summed map[string]exportfetch.DiskResult
+	freeze job.Freeze // how the guest's filesystems are frozen while the job starts
 }
 
 // PrepareBackup takes the folder's lock (when the folder exists), checks
@@ -78,8 +82,14 @@ func PrepareBackup(ctx context.Context, dom virt.Domain, req BackupRequest, note
 	if err != nil {
 		return nil, err
 	}
-	// A shut-off domain's images are read directly (offline.go).
+	// A shut-off domain's images are read directly (offline.go); it has
+	// no filesystem in use to freeze.
 	b := &Backup{req: req, dom: dom, notes: notes, unlock: func() {}, offline: !st.Active}
+	if st.Active {
+		if err := b.checkQuiesce(ctx); err != nil {
+			return nil, err
+		}
+	}
 	// A folder that is not there yet is made only once the backup starts:
 	// a refused backup changes nothing.
 	if _, err := os.Stat(req.Dir); err == nil && !req.DryRun {
@@ -234,7 +244,7 @@ func (b *Backup) run(ctx context.Context, printer progress.Printer, committing f
 // begin starts the job. A checkpoint whose bitmap was lost after a crash
 // shows only now; then the backup becomes a full one.
 func (b *Backup) begin(ctx context.Context, rec virt.BackupRecord) error {
-	plan, err := b.plan(ctx)
+	plan, err := b.frozenPlan(ctx)
 	if err != nil {
 		return err
 	}
@@ -258,7 +268,7 @@ func (b *Backup) begin(ctx context.Context, rec virt.BackupRecord) error {
 		return err
 	}
 	b.dec.Reason = "the last backup's checkpoint is broken"
-	if plan, err = b.plan(ctx); err != nil {
+	if plan, err = b.frozenPlan(ctx); err != nil {
 		return err
 	}
 	return job.Begin(ctx, b.dom, plan, false, rec, b.notes)
@@ -272,6 +282,7 @@ func (b *Backup) announce() {
 			b.notes.Infof("  %-6s %s: %s", d.Name, d.Level, d.Reason)
 		}
 	}
+	b.announceQuiesce()
 	for _, name := range b.dec.Ended {
 		if b.hasDisk(name) {
 			b.notes.Infof("  %-6s not backed up this time (not named by --disk)", name)

@@ -19,6 +19,7 @@ type Plan struct {
 	Pull                     bool
 	Checkpoint               string // created with the job; "" for none
 	BackupXML, CheckpointXML string
+	Freeze                   Freeze // the guest's filesystems while the job starts
 }
 
 // PlanRequest is the job a user asks for: built from Spec, or sent as
@@ -152,7 +153,8 @@ func checkTargets(spec xmlgen.BackupSpec, reuse bool) error {
 	return nil
 }
 
-// Begin records the job under rec and starts it. Recorded first: should
+// Begin records the job under rec and starts it, with the guest's
+// filesystems frozen as plan.Freeze says. Recorded first: should
 // vbackup die right after the job starts, the next invocation still knows
 // which checkpoint came with it. A job that does not start leaves no
 // checkpoint and no record.
@@ -160,7 +162,10 @@ func Begin(ctx context.Context, dom virt.Domain, plan Plan, reuse bool, rec virt
 	if err := dom.SetBackupRecord(ctx, rec); err != nil {
 		return fmt.Errorf("domain %q: recording the job: %w", dom.Name(), err)
 	}
-	if err := dom.BeginBackup(ctx, plan.BackupXML, plan.CheckpointXML, virt.BeginFlags{ReuseExternal: reuse}); err != nil {
+	err := freezeAround(ctx, dom, plan.Freeze, notes, func() error {
+		return dom.BeginBackup(ctx, plan.BackupXML, plan.CheckpointXML, virt.BeginFlags{ReuseExternal: reuse})
+	})
+	if err != nil {
 		_ = dom.ClearBackupRecord(ctx)
 		if plan.Checkpoint != "" {
 			if _, cerr := dom.Checkpoint(ctx, plan.Checkpoint); cerr == nil {

@@ -17,6 +17,7 @@ packages=(
   xfsprogs dosfstools mtools fdisk fusefat              # mount's tests: mkfs.xfs, mkfs.vfat, mcopy, sfdisk; vfat where the kernel has none
   ovmf                                                  # UEFI firmware: the nvram tests of restore
   swtpm swtpm-tools                                     # an emulated TPM: the TPM-state tests of restore
+  linux-image-amd64 busybox-static qemu-guest-agent cpio e2fsprogs # the booted test guest (scripts/guest.sh)
 )
 
 missing=()

@@ -8,6 +8,7 @@
 #   testbed.sh up DIR                      start the bed (idempotent); prints its URI
 #   testbed.sh domain DIR NAME [DISK:FORMAT:SIZE ...]
 #                                          define and start a domain (idempotent)
+#   testbed.sh guest DIR NAME GUESTDIR     define and start a booted Linux guest (scripts/guest.sh)
 #   testbed.sh write DIR DOMAIN DISK PATTERN OFFSET LENGTH
 #                                          write PATTERN through the running disk
 #   testbed.sh undomain DIR NAME           destroy and undefine a domain, remove its images
@@ -47,6 +48,11 @@ usage:
       Create the images under DIR/images/NAME (default: vda:qcow2:64M; FORMAT is
       qcow2 or raw), define a TCG domain NAME with those virtio disks and start it.
       Does nothing if NAME already runs. Prints NAME.
+  $PROG guest DIR NAME GUESTDIR
+      Define and start NAME, a Linux guest booted from what 'scripts/guest.sh build
+      GUESTDIR' made, with its own copy of root.qcow2 as vda, a guest agent channel,
+      and its serial console in DIR/images/NAME/console.log. Does nothing if NAME
+      already runs. Prints NAME.
   $PROG write DIR DOMAIN DISK PATTERN OFFSET LENGTH
       Write the byte PATTERN (e.g. 0xcd) at OFFSET for LENGTH bytes (qemu-io sizes:
       4M, 512k, 4096) through the running domain's block backend, then flush.
@@ -372,6 +378,85 @@ EOF
 	printf '%s\n' "$name"
 }
 
+# cmd_guest DIR NAME GUESTDIR: a booted Linux guest (scripts/guest.sh) with
+# its agent channel, its console in a file, and its own copy of the disk.
+cmd_guest() {
+	[ $# -eq 3 ] || usage_error "guest: expected DIR NAME GUESTDIR"
+	need_root
+	need_cmds virsh runuser
+	local dir name=$2 gdir state imgdir f xml sock
+	valid_name "$name" || usage_error "guest: bad NAME '$name' (letters, digits, '_', '.', '-'; at most 80)"
+	gdir=$(realpath -- "$3") || die "guest: no folder '$3'"
+	for f in vmlinuz initrd.img root.qcow2; do
+		[ -s "$gdir/$f" ] || die "guest: no $gdir/$f (run: scripts/guest.sh build $gdir)"
+	done
+	dir=$(abs_dir "$1")
+	[ -e "$dir/$MARKER" ] || die "'$dir' is not a test bed (run: $PROG up $dir)"
+	cmd_up "$dir" >/dev/null
+	dir=$(bed_dir "$dir")
+	state=$(domain_state "$dir" "$name")
+	if [ "$state" = running ]; then
+		printf '%s\n' "$name"
+		return 0
+	fi
+	imgdir=$dir/images/$name
+	if [ -z "$state" ]; then
+		as_bed "$dir" mkdir -p -- "$imgdir"
+		# Copies of the bed user's own: root's cache may be out of its reach.
+		for f in vmlinuz initrd.img; do
+			as_bed "$dir" tee -- "$imgdir/$f" <"$gdir/$f" >/dev/null
+		done
+		as_bed "$dir" tee -- "$imgdir/vda.qcow2" <"$gdir/root.qcow2" >/dev/null
+		# libvirt's own agent socket path grows with the domain's ID and can
+		# pass the 107 bytes a unix socket path may have: a short one.
+		as_bed "$dir" mkdir -p -- "$dir/ga"
+		sock=$dir/ga/$(printf '%s' "$name" | sha256sum | cut -c1-16).sock
+		xml=$imgdir/domain.xml
+		as_bed "$dir" tee -- "$xml" >/dev/null <<EOF
+<domain type='qemu'>
+  <name>$name</name>
+  <memory unit='MiB'>256</memory>
+  <vcpu>1</vcpu>
+  <os>
+    <type arch='x86_64'>hvm</type>
+    <kernel>$imgdir/vmlinuz</kernel>
+    <initrd>$imgdir/initrd.img</initrd>
+    <cmdline>console=ttyS0 panic=-1 quiet</cmdline>
+  </os>
+  <on_poweroff>destroy</on_poweroff>
+  <on_reboot>restart</on_reboot>
+  <on_crash>destroy</on_crash>
+  <devices>
+    <emulator>$(command -v qemu-system-x86_64)</emulator>
+    <disk type='file' device='disk'>
+      <driver name='qemu' type='qcow2'/>
+      <source file='$imgdir/vda.qcow2'/>
+      <target dev='vda' bus='virtio'/>
+    </disk>
+    <channel type='unix'>
+      <source mode='bind' path='$sock'/>
+      <target type='virtio' name='org.qemu.guest_agent.0'/>
+    </channel>
+    <serial type='file'>
+      <source path='$imgdir/console.log'/>
+      <target port='0'/>
+    </serial>
+    <controller type='usb' model='none'/>
+    <video><model type='none'/></video>
+    <memballoon model='none'/>
+  </devices>
+</domain>
+EOF
+		virsh_bed "$dir" define "$xml" >/dev/null || die "could not define guest '$name' (XML in $xml)"
+	fi
+	if ! virsh_bed "$dir" start "$name" >/dev/null; then
+		log "could not start guest '$name'; tail of its QEMU log:"
+		tail -n 20 -- "$dir/.cache/libvirt/qemu/log/$name.log" >&2 2>/dev/null || true
+		exit 1
+	fi
+	printf '%s\n' "$name"
+}
+
 # disk_alias DIR DOMAIN DISK: the device alias (virtio-disk0...) of DISK in the
 # live XML.
 disk_alias() {
@@ -560,6 +645,7 @@ main() {
 	case $cmd in
 	up) cmd_up "$@" ;;
 	domain) cmd_domain "$@" ;;
+	guest) cmd_guest "$@" ;;
 	write) cmd_write "$@" ;;
 	undomain) cmd_undomain "$@" ;;
 	down) cmd_down "$@" ;;

@@ -22,6 +22,7 @@ var (
 	ErrCheckpointInconsistent = errors.New("checkpoint is inconsistent")
 	ErrXML                    = errors.New("invalid XML")
 	ErrConnect                = errors.New("cannot connect to libvirt")
+	ErrNoAgent                = errors.New("no guest agent answers")
 )
 
 // Error is a failed libvirt call: Msg is libvirt's own sentence (never the
@@ -158,6 +159,15 @@ type Domain interface {
 	ClearBackupRecord(ctx context.Context) error
 
 	Instant
+	// The guest's filesystems, through its QEMU guest agent. Each fails
+	// with ErrNoAgent when the domain has no agent, or it does not answer.
+	// PingAgent waits a few seconds at most.
+	PingAgent(ctx context.Context) error
+	// FreezeFS freezes every filesystem of the guest (their data and
+	// metadata on disk, consistent, until ThawFS); a failed freeze thaws
+	// what it froze.
+	FreezeFS(ctx context.Context) error
+	ThawFS(ctx context.Context) error
 }
 
 // BeginFlags qualify BeginBackup.

@@ -15,6 +15,10 @@
 //		...
 //	}
 //
+// bed.Guest(t) is a booted Linux guest with a QEMU guest agent (see
+// guest.go): its filesystem can be frozen, and bed.GuestRun/GuestStart run
+// scripts in it, for real guest writes.
+//
 // With VBACKUP_TESTBED=DIR naming a bed that is up (testbed.sh up DIR), the
 // tests use it and leave it running; otherwise each test process starts its
 // own bed in a temporary folder.
@@ -95,6 +99,9 @@ func Main(m *testing.M) int {
 		}
 	}()
 	code := m.Run()
+	if err := removeSharedGuests(); err != nil {
+		fmt.Fprintf(os.Stderr, "testbed: %v\n", err)
+	}
 	signal.Stop(sigc)
 	close(stop)
 	if err := teardown(); err != nil {

@@ -65,6 +65,7 @@ func TestScriptUsage(t *testing.T) {
 		{"write", "/tmp/x", "d", "vda", "0x100", "0", "1k"},
 		{"write", "/tmp/x", "d", "vda", "0xcd", "-1", "1k"},
 		{"undomain", "/tmp/x"},
+		{"guest", "/tmp/x", "g"},
 		{"down"},
 	} {
 		cmd := exec.Command("bash", append([]string{s}, args...)...)

@@ -35,7 +35,8 @@ func TestConformanceRealDaemon(t *testing.T) {
 		}
 		t.Cleanup(func() { conn.Close() })
 		return virttest.Subject{Conn: conn, Domain: name, Size: true, Folder: func(t *testing.T) string { return bed.Folder(t) },
-			Undefine: func(name string) { _, _ = bed.TryVirsh("undefine", name) }}
+			Undefine: func(name string) { _, _ = bed.TryVirsh("undefine", name) },
+			Guest:    func(t *testing.T) string { return bed.Guest(t) }}
 	})
 }
 

@@ -18,6 +18,8 @@ func TestConformance(t *testing.T) {
 			{Target: "vda", Format: "qcow2", Source: "/guest/vm1-vda.qcow2"},
 			{Target: "vdb", Format: "raw", Source: "/guest/vm1-vdb.img"},
 		}})
-		return virttest.Subject{Conn: conn, Domain: "vm1", Size: true, Folder: func(t *testing.T) string { return t.TempDir() }}
+		conn.AddDomain(virtfake.DomainSpec{Name: "guest", Agent: true, Disks: []virt.Disk{{Target: "vda"}}})
+		return virttest.Subject{Conn: conn, Domain: "vm1", Size: true, Folder: func(t *testing.T) string { return t.TempDir() },
+			Guest: func(*testing.T) string { return "guest" }}
 	})
 }

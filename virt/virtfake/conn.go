@@ -8,7 +8,8 @@
 // Besides virt.Conn and virt.Domain it offers test controls: holding a push
 // job running (HoldPush), ending a job (EndJob), setting progress
 // (SetProgress), stopping a domain (Stop), breaking a checkpoint's bitmaps
-// (BreakCheckpoint), failing the next call of a method (FailNext), listing
+// (BreakCheckpoint), a guest agent and its frozen filesystems (SetAgent,
+// Frozen, OnFreeze), failing the next call of a method (FailNext), listing
 // the calls made (Calls), and losing the connection (Disconnect).
 //
 // Every method is safe for concurrent use.
@@ -70,6 +71,8 @@ type DomainSpec struct {
 	Disks []virt.Disk
 	// Inactive makes the domain shut off; it runs otherwise.
 	Inactive bool
+	// Agent gives the domain a guest agent that answers (see SetAgent).
+	Agent bool
 }
 
 // AddDomain defines a domain (and starts it unless spec.Inactive). It
@@ -108,6 +111,7 @@ func (c *Conn) AddDomain(spec DomainSpec) *Domain {
 		panic("virtfake: AddDomain: " + err.Error())
 	}
 	d := c.define(def)
+	d.agentConfigured, d.agentUp = spec.Agent, spec.Agent
 	if !spec.Inactive {
 		d.start()
 	}

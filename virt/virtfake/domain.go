@@ -33,6 +33,11 @@ type Domain struct {
 	onPush    func(disk, target string) error
 	subs      map[*subscriber]struct{}
 	pulls     map[string]*pull // running block pulls, by disk
+
+	agentConfigured bool // the domain has a guest agent channel
+	agentUp         bool // and the guest runs the agent
+	frozen          bool
+	onFreeze        func()
 }
 
 var _ virt.Domain = (*Domain)(nil)
@@ -130,6 +135,7 @@ func (d *Domain) Stop() {
 	d.id = 0
 	d.record = nil
 	d.pulls = nil
+	d.frozen = false
 	d.live = copyDomain(d.def)
 }
 

@@ -11,7 +11,7 @@ import (
 var kinds = []error{
 	virt.ErrNoDomain, virt.ErrNoCheckpoint, virt.ErrUnsupported, virt.ErrInvalidArg,
 	virt.ErrOperationInvalid, virt.ErrCheckpointExists, virt.ErrCheckpointInconsistent,
-	virt.ErrXML, virt.ErrConnect,
+	virt.ErrXML, virt.ErrConnect, virt.ErrNoAgent,
 }
 
 // kindOf is the sentinel err matches, nil for an error libvirtconn gives

@@ -29,6 +29,9 @@ type Subject struct {
 	// Undefine removes a domain the suite defined; nil where the state is
 	// thrown away with the connection (the test driver).
 	Undefine func(name string)
+	// Guest, for an implementation that has one, names a running domain
+	// of Conn whose guest agent answers; nil for none.
+	Guest func(t *testing.T) string
 }
 
 // Run runs the suite; fresh returns a new Subject for each subtest.
@@ -345,6 +348,7 @@ func Run(t *testing.T, fresh func(t *testing.T) Subject) {
 	jobRules(t, fresh)
 	stopRules(t, fresh)
 	instantRules(t, fresh)
+	agentRules(t, fresh)
 }
 
 // waitNoJob waits until the domain has no job, for at most 30 s.
