@@ -2,11 +2,11 @@
 # make demo: a throwaway libvirtd + QEMU domain backed up for real by
 # vbackup: a full backup, a guest write, an incremental backup, verify,
 # restore, and the proof that the restored disks equal the domain's; a
-# third backup and a prune that merges the oldest away. Then a damaged
-# backup, and verify naming it; one file got back with cat from a backup
-# of a disk holding an ext4; last, an instant restore of the older point
-# running at once, and its --finish. Everything lives in one temporary
-# folder, removed at the end.
+# third backup and a prune that merges the oldest away; a backup of the
+# domain shut off. Then a damaged backup, and verify naming it; one file
+# got back with cat from a backup of a disk holding an ext4; last, an
+# instant restore of the older point running at once, and its --finish.
+# Everything lives in one temporary folder, removed at the end.
 set -euo pipefail
 vbackup=$(realpath "${1:-bin/vbackup}")
 here=$(dirname "$(realpath "$0")")
@@ -61,7 +61,14 @@ vb backup demo --to "$out" --quiet
 vb prune --from "$out" --keep-last 2
 vb verify --from "$out"
 
-bold "# 7. One byte of the incremental overlay damaged: verify names that backup"
+bold "# 7. The domain shut off: the next backup reads its images directly, and is still incremental"
+run virsh destroy demo
+# A write made while it is off (any QEMU tool updates the images' bitmaps).
+qemu-io -f qcow2 -c "write -P 0xab 128M 1M" "$vda" >/dev/null
+vb backup demo --to "$out"
+run virsh start demo
+
+bold "# 8. One byte of the newest overlay damaged: verify names that backup"
 last=$(ls "$out" | tail -n1)
 offset=$(qemu-img map -U --output=json "$out/$last/vda.qcow2" | grep -m1 '"depth": 0, .*"data": true' | sed 's/.*"offset": \([0-9]*\).*/\1/')
 printf '\x00' | dd of="$out/$last/vda.qcow2" bs=1 seek="$offset" conv=notrunc status=none
@@ -70,7 +77,7 @@ vb verify --from "$out" || echo "(exit status $?)"
 bold "# In virsh's language: only the newest backup's checkpoint stays in libvirt"
 vb checkpoint-list demo --tree
 
-bold "# 8. One file back without a restore: a domain whose disk holds an ext4, backed up, then read in place"
+bold "# 9. One file back without a restore: a domain whose disk holds an ext4, backed up, then read in place"
 mkdir -p "$bed/site/etc" && printf 'server {\n  listen 80;\n}\n' >"$bed/site/etc/nginx.conf"
 truncate -s 256M "$bed/site.raw" && mke2fs -q -F -t ext4 -L site -d "$bed/site" "$bed/site.raw"
 install -d -o vbtest "$bed/images/web" && qemu-img convert -O qcow2 "$bed/site.raw" "$bed/images/web/vda.qcow2" && chown vbtest "$bed/images/web/vda.qcow2"
@@ -79,7 +86,7 @@ vbackup backup web --to "$bed/web" --quiet
 vb ls --from "$bed/web" /etc
 vb cat --from "$bed/web" /etc/nginx.conf
 
-bold "# 9. Instant recovery: a new domain runs at once on thin overlays of the older (undamaged) point"
+bold "# 10. Instant recovery: a new domain runs at once on thin overlays of the older (undamaged) point"
 older=$(ls "$out" | head -n1)
 vb restore --from "$out" --at "$older" --instant --to "$bed/instant" --define demo-now --start
 run virsh domstate demo-now
