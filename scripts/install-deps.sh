@@ -13,6 +13,7 @@ packages=(
   openssl                                               # the test bed's backup TLS certificates
   bash-completion zsh fish                              # the shells whose completion the tests drive
   bc                                                    # bench/ arithmetic
+  systemd                                               # systemd-analyze verify of contrib/systemd/
 )
 
 missing=()
