@@ -36,8 +36,11 @@ type writerFunc func([]byte) (int, error)
 func (f writerFunc) Write(b []byte) (int, error) { return f(b) }
 
 // prefixLines puts prefix before every line of text, ending it with a
-// newline.
+// newline; no text is no line.
 func prefixLines(prefix, text string) string {
+	if text == "" {
+		return ""
+	}
 	text = strings.TrimSuffix(text, "\n")
 	var b strings.Builder
 	for _, l := range strings.Split(text, "\n") {
@@ -79,6 +82,9 @@ func (b *Board) Printer(name string) Printer {
 // prefix.
 func (b *Board) Writer(prefix string) io.Writer {
 	return writerFunc(func(p []byte) (int, error) {
+		if len(p) == 0 {
+			return 0, nil
+		}
 		b.mu.Lock()
 		defer b.mu.Unlock()
 		b.above(prefixLines(prefix, string(p)))

@@ -46,6 +46,7 @@ func TestPrefixer(t *testing.T) {
 	p := NewPrefixer(&out)
 	p.Writer("vm1: ").Write([]byte("vda: done (1.0 MiB)\nbackup completed in 1s\n"))
 	p.Writer("vm2: ").Write([]byte("one line\n"))
+	p.Writer("vm2: ").Write(nil) // a plain printer's update with nothing to say
 	if got, want := out.String(), "vm1: vda: done (1.0 MiB)\nvm1: backup completed in 1s\nvm2: one line\n"; got != want {
 		t.Errorf("got %q, want %q", got, want)
 	}
