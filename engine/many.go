@@ -232,8 +232,15 @@ func notFound(ctx context.Context, conn virt.Conn, name string, err error) error
 	if lerr != nil {
 		return fmt.Errorf("domain %q not found on %s: %w", name, conn.URI(), err)
 	}
-	return fmt.Errorf("domain %q not found on %s; %s: %w", name, conn.URI(), virt.Listing("domains", names), virt.ErrNoDomain)
+	return noDomain{fmt.Sprintf("domain %q not found on %s; %s", name, conn.URI(), virt.Listing("domains", names))}
 }
+
+// noDomain is a name not found, worded with what the connection has; it
+// is a virt.ErrNoDomain.
+type noDomain struct{ msg string }
+
+func (e noDomain) Error() string { return e.msg }
+func (e noDomain) Unwrap() error { return virt.ErrNoDomain }
 
 // backupOne is one domain's backup, as 'vbackup backup DOMAIN' makes it.
 func backupOne(ctx context.Context, t target, tmpl BackupRequest, out ManyOutput) (res DomainResult) {
