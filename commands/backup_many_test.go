@@ -10,7 +10,9 @@ import (
 	"path/filepath"
 	"regexp"
 	"strings"
+	"syscall"
 	"testing"
+	"time"
 
 	"vbackup/chain"
 	"vbackup/virt"
@@ -108,5 +110,40 @@ func TestBackupManySameDomain(t *testing.T) {
 	}
 	if r.stdout != "" {
 		t.Errorf("stdout: %q", r.stdout)
+	}
+}
+
+// Ctrl-C while the first of three backups runs: it is ended and undone,
+// the others are not run; the table says so, and the exit status is 130.
+func TestBackupManyCtrlC(t *testing.T) {
+	_, doms, open := fakeMany(t, "a", "b", "c")
+	doms["a"].HoldPush(true)
+	env, sigs, stderr := signalledEnv(t)
+	env.Open = open
+	var stdout strings.Builder
+	env.Stdout = &stdout
+	go func() {
+		for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(5 * time.Millisecond) {
+			if st, err := doms["a"].Job(context.Background(), false); err == nil && st.State == virt.JobRunning {
+				break
+			}
+		}
+		sigs <- syscall.SIGINT
+	}()
+	dir := filepath.Join(t.TempDir(), "b")
+	code := Main(context.Background(), []string{"vbackup", "backup", "a", "b", "c", "--to", dir, "--push"}, env)
+	if code != ExitInterrupted {
+		t.Fatalf("exit %d, want %d\nstdout:\n%s\nstderr:\n%s", code, ExitInterrupted, stdout.String(), stderr())
+	}
+	for _, want := range []string{"a +full +- +\\S+ +interrupted: .*interrupted by SIGINT", "b +- +- +- +not run \\(interrupted before it started\\)", "c +- +- +- +not run"} {
+		if !regexp.MustCompile(`(?m)^` + want).MatchString(stdout.String()) {
+			t.Errorf("the table lacks %q:\n%s", want, stdout.String())
+		}
+	}
+	if s := stderr(); !strings.Contains(s, "ending the running backups") || !strings.Contains(s, "error: interrupted by SIGINT: 3 of 3 domains not backed up (a, b, c)") {
+		t.Errorf("stderr:\n%s", s)
+	}
+	if cps, _ := doms["a"].Checkpoints(context.Background()); len(cps) != 0 {
+		t.Errorf("a keeps checkpoints %v", cps)
 	}
 }
