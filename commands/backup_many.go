@@ -278,5 +278,8 @@ func manyOutcome(ctx context.Context, results []engine.DomainResult) error {
 	if len(failed) > 0 {
 		return fmt.Errorf("%d of %d domains failed: %s", len(failed), len(results), strings.Join(failed, ", "))
 	}
+	if len(stopped) > 0 { // stopped by something other than a signal
+		return fmt.Errorf("%d of %d domains not backed up: %s", len(stopped), len(results), strings.Join(stopped, ", "))
+	}
 	return nil
 }
