@@ -1,6 +1,3 @@
-// Package systemd holds vbackup's systemd units; its tests check them with
-// systemd's own verifier and run the service's script against a stand-in
-// vbackup.
 package systemd
 
 import (
