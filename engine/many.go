@@ -105,8 +105,8 @@ func skipReason(st virt.DomainState) string {
 	return ""
 }
 
-// target is one domain of a run, looked up.
-type target struct {
+// manyTarget is one domain of a run, looked up.
+type manyTarget struct {
 	res DomainResult
 	dom virt.Domain // nil when it was not found (res says why)
 }
@@ -162,7 +162,7 @@ func BackupMany(ctx context.Context, conn virt.Conn, req ManyRequest, out ManyOu
 // failed result, a shut-off domain of --all a skipped one. Two names of the
 // same domain (its name and its UUID, say) are refused: they would back it
 // up twice into two folders.
-func selectDomains(ctx context.Context, conn virt.Conn, req ManyRequest) ([]target, error) {
+func selectDomains(ctx context.Context, conn virt.Conn, req ManyRequest) ([]manyTarget, error) {
 	names := req.Names
 	if req.All {
 		all, err := conn.Domains(ctx, false)
@@ -176,10 +176,10 @@ func selectDomains(ctx context.Context, conn virt.Conn, req ManyRequest) ([]targ
 			}
 		}
 	}
-	var targets []target
+	var targets []manyTarget
 	byFolder := map[string]string{} // folder -> the name that took it
 	for _, name := range names {
-		t := target{res: DomainResult{Domain: name, Dir: filepath.Join(req.Root, FolderName(name))}}
+		t := manyTarget{res: DomainResult{Domain: name, Dir: filepath.Join(req.Root, FolderName(name))}}
 		dom, err := conn.Domain(ctx, name)
 		if err != nil {
 			t.res.Outcome, t.res.Err = OutcomeFailed, notFound(ctx, conn, name, err)
@@ -243,7 +243,7 @@ func (e noDomain) Error() string { return e.msg }
 func (e noDomain) Unwrap() error { return virt.ErrNoDomain }
 
 // backupOne is one domain's backup, as 'vbackup backup DOMAIN' makes it.
-func backupOne(ctx context.Context, t target, tmpl BackupRequest, out ManyOutput) (res DomainResult) {
+func backupOne(ctx context.Context, t manyTarget, tmpl BackupRequest, out ManyOutput) (res DomainResult) {
 	res = t.res
 	printer, notes := out.Domain(res.Domain)
 	now := tmpl.Now
