@@ -183,7 +183,7 @@ func TestBackupManyAll(t *testing.T) {
 }
 
 // A name not found fails that domain only, naming what exists; a named
-// shut-off domain fails (it was asked for), unlike --all's skip.
+// shut-off domain in a push fails (it was asked for), unlike --all's skip.
 func TestBackupManyUnknownAndStopped(t *testing.T) {
 	b := newManyBed(t, "vm1", "vm2")
 	b.doms["vm2"].Stop()
@@ -197,7 +197,9 @@ func TestBackupManyUnknownAndStopped(t *testing.T) {
 	if e := res[0].Err; !errors.Is(e, virt.ErrNoDomain) || !strings.HasSuffix(e.Error(), "not found on fake:///default; its domains are vm1, vm2") {
 		t.Errorf("nosuch: %v", e)
 	}
-	if e := res[2].Err; e == nil || !strings.Contains(e.Error(), "a backup needs a running domain") {
+	// Why depends on what PrepareBackup does with a shut-off domain; in a
+	// push (this test's), libvirt must run the job.
+	if e := res[2].Err; e == nil || !strings.Contains(e.Error(), `"vm2"`) {
 		t.Errorf("vm2: %v", e)
 	}
 }
