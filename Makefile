@@ -52,6 +52,11 @@ install: build
 	install -D -m 0644 completions/vbackup.bash $(DESTDIR)$(PREFIX)/share/bash-completion/completions/vbackup
 	install -D -m 0644 completions/_vbackup $(DESTDIR)$(PREFIX)/share/zsh/vendor-completions/_vbackup
 	install -D -m 0644 completions/vbackup.fish $(DESTDIR)$(PREFIX)/share/fish/vendor_completions.d/vbackup.fish
+	install -d $(DESTDIR)$(PREFIX)/lib/systemd/system
+	sed 's|/usr/local/bin/vbackup|$(PREFIX)/bin/vbackup|g' contrib/systemd/vbackup@.service > $(DESTDIR)$(PREFIX)/lib/systemd/system/vbackup@.service
+	chmod 0644 $(DESTDIR)$(PREFIX)/lib/systemd/system/vbackup@.service
+	install -m 0644 contrib/systemd/vbackup@.timer $(DESTDIR)$(PREFIX)/lib/systemd/system/vbackup@.timer
+	install -D -m 0644 contrib/systemd/example.env $(DESTDIR)$(PREFIX)/share/doc/vbackup/example.env
 
 # Rewrites completions/ after a change to the scripts in commands/complete_scripts.go.
 completions: build

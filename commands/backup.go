@@ -17,6 +17,7 @@ import (
 
 type backupOptions struct {
 	Domain   string
+	Many     manyOptions
 	Dir      string   // the backup folder of the domain
 	Level    string   // auto, full or inc
 	Disks    []string // only these disks; all by default
@@ -30,7 +31,7 @@ type backupOptions struct {
 }
 
 func newBackupCommand(env *Env, run func(context.Context, *Env, backupOptions) error) *cli.Command {
-	return &cli.Command{
+	return withManyFlags(&cli.Command{
 		Name:      "backup",
 		Usage:     "back up a domain, running or shut off, into a chain of qcow2 images: full, then incremental",
 		ArgsUsage: "DOMAIN",
@@ -62,7 +63,7 @@ func newBackupCommand(env *Env, run func(context.Context, *Env, backupOptions) e
 		},
 		Action: func(ctx context.Context, cmd *cli.Command) error {
 			globals(env, cmd)
-			a, err := args(cmd, "DOMAIN")
+			a, err := backupArgs(cmd)
 			if err != nil {
 				return err
 			}
@@ -102,12 +103,18 @@ func newBackupCommand(env *Env, run func(context.Context, *Env, backupOptions) e
 			if opts.Dir, err = filepath.Abs(opts.Dir); err != nil {
 				return err
 			}
+			if opts.Many, err = manyFlags(cmd, a); err != nil {
+				return err
+			}
 			return run(ctx, env, opts)
 		},
-	}
+	})
 }
 
 func runBackup(ctx context.Context, env *Env, opts backupOptions) error {
+	if opts.Many.On {
+		return runBackupMany(ctx, env, opts)
+	}
 	_, dom, err := openDomain(ctx, env, opts.Domain)
 	if err != nil {
 		return err

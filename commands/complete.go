@@ -302,6 +302,8 @@ func parseLine(root *cli.Command, words []string) request {
 		slot := ""
 		if len(positional) < len(slots) {
 			slot = slots[len(positional)]
+		} else if len(slots) > 0 && strings.HasSuffix(cmd.ArgsUsage, "...") {
+			slot = slots[len(slots)-1] // "DOMAIN...": any number of them
 		}
 		r.argument(cmd, root, slot)
 		if r.kind == wantNothing && cur == "" && !afterDashes {

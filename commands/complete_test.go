@@ -272,6 +272,8 @@ func TestCompleteTestDriver(t *testing.T) {
 
 	// backup and backup-fetch --disk take a disk's name, not a spec.
 	check([]string{"vm1"}, "backup", "")
+	check([]string{"vm1"}, "backup", "other", "") // backup takes DOMAIN...
+	check(nil, "backup-begin", "vm1", "v")        // backup-begin takes one
 	check([]string{"vda", "vdb"}, "backup", "vm1", "--disk", "")
 	check([]string{"vdb"}, "backup", "vm1", "--disk", "vda", "--disk", "")
 	check([]string{"--disk=vdb"}, "backup", "vm1", "--disk=vda", "--disk=v")

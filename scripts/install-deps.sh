@@ -18,6 +18,7 @@ packages=(
   ovmf                                                  # UEFI firmware: the nvram tests of restore
   swtpm swtpm-tools                                     # an emulated TPM: the TPM-state tests of restore
   linux-image-amd64 busybox-static qemu-guest-agent cpio e2fsprogs # the booted test guest (scripts/guest.sh)
+  systemd                                               # systemd-analyze verify of contrib/systemd/
 )
 
 missing=()
