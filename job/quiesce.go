@@ -70,6 +70,10 @@ func freezeAround(ctx context.Context, dom virt.Domain, f Freeze, notes progress
 	}
 	start := time.Now()
 	if err := dom.FreezeFS(ctx); err != nil {
+		// A freeze libvirt gave up on (its agent call timed out) may
+		// still complete in the guest: a thaw is always tried, and its
+		// own failure (nothing frozen) is of no interest.
+		_ = dom.ThawFS(context.WithoutCancel(ctx))
 		if f.Required {
 			return fmt.Errorf("--quiesce yes: freezing the guest's filesystems failed: %w", err)
 		}
