@@ -65,6 +65,7 @@ const (
 	recordFile  = "mount.json"
 	overlayFile = "overlay.qcow2" // the throwaway writes (a journal replayed)
 	diskFile    = "disk"          // the FUSE export of the chain under the overlay
+	pidFile     = "qsd.pid"       // the daemon's
 )
 
 // Mount makes one filesystem of a disk at a backup point visible,
@@ -146,7 +147,7 @@ func Mount(ctx context.Context, req MountRequest) (m Mounted, err error) {
 	f, err := qsd.StartFuse(ctx, qsd.FuseRequest{
 		Image:   qsd.Image{Path: top, Format: disk.Format},
 		Overlay: overlay, File: filepath.Join(m.record, diskFile),
-		PIDFile: filepath.Join(m.record, "qsd.pid"), LogFile: filepath.Join(m.record, "qsd.log"),
+		PIDFile: filepath.Join(m.record, pidFile), LogFile: filepath.Join(m.record, "qsd.log"),
 		Inherit: []*os.File{lock},
 	})
 	if err != nil {

@@ -137,6 +137,13 @@ func (m *Mounted) undo() error {
 			return err
 		}
 	}
+	// A daemon whose number never reached the record (its start cut
+	// short, or vbackup killed before the record was saved) still holds
+	// the folder's lock: its pid file, or its command line, finds it,
+	// and the record (with that file) goes only once it is stopped.
+	if err := qsd.StopPIDFile(filepath.Join(m.record, pidFile)); err != nil {
+		return err
+	}
 	// A daemon killed outright leaves its FUSE mount behind.
 	file := filepath.Join(m.record, diskFile)
 	if mounted, _ := isMountpoint(file); mounted {

@@ -12,6 +12,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -75,7 +76,8 @@ type FuseRequest struct {
 // StartFuse starts a daemon that exports req.Image (under req.Overlay) as
 // req.File and detaches from this process: it runs until Stop. It
 // returns once the export is in place (qemu-storage-daemon's --daemonize
-// returns only then).
+// returns only then). When it fails, or ctx ends while it starts, no
+// daemon is left running.
 func StartFuse(ctx context.Context, req FuseRequest) (*Fuse, error) {
 	for _, p := range []string{req.Image.Path, req.Overlay, req.File, req.PIDFile} {
 		if err := checkPath(p); err != nil {
@@ -101,7 +103,11 @@ func StartFuse(ctx context.Context, req FuseRequest) (*Fuse, error) {
 		return nil, err
 	}
 	defer log.Close()
-	cmd := exec.CommandContext(ctx, Binary, args...)
+	// Not CommandContext: on Ctrl-C it would kill this parent, but the
+	// daemon it has already forked would run on, holding req.Inherit (the
+	// folder's lock) with nobody knowing its number. The parent returns
+	// as soon as the export is up or has failed; ctx is checked after.
+	cmd := exec.Command(Binary, args...)
 	cmd.Stdout, cmd.Stderr = log, log
 	cmd.ExtraFiles = req.Inherit
 	// Its own session: the terminal's Ctrl-C, meant for a later command
@@ -109,14 +115,21 @@ func StartFuse(ctx context.Context, req FuseRequest) (*Fuse, error) {
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
 	if err := cmd.Run(); err != nil {
 		msg, _ := os.ReadFile(req.LogFile)
-		return nil, fmt.Errorf("%s: %w: %s", Binary, err, strings.TrimSpace(string(msg)))
+		err = fmt.Errorf("%s: %w: %s", Binary, err, strings.TrimSpace(string(msg)))
+		return nil, errors.Join(err, StopPIDFile(req.PIDFile))
 	}
-	pid, err := ReadPID(req.PIDFile)
+	pid, err := readPID(req.PIDFile)
+	if err == nil {
+		err = context.Cause(ctx) // nil unless ctx ended while it started
+	}
 	if err != nil {
-		return nil, err
+		return nil, errors.Join(err, StopPIDFile(req.PIDFile))
 	}
 	return &Fuse{PID: pid, File: req.File}, nil
 }
+
+// readPID is ReadPID; a test makes it fail.
+var readPID = ReadPID
 
 // ReadPID reads a daemon's pid file.
 func ReadPID(path string) (int, error) {
@@ -161,6 +174,46 @@ func Running(pid int) bool {
 	}
 	_, rest, _ := strings.Cut(string(stat), ") ")
 	return !strings.HasPrefix(rest, "Z") && !strings.HasPrefix(rest, "X")
+}
+
+// StopPIDFile ends the daemon that was started with --pidfile path, if
+// it runs: the one the file names, or, when the file is missing or holds
+// no number (a start cut short), the one whose command line names the
+// file. It undoes a start that failed, whatever the daemon got to.
+func StopPIDFile(path string) error {
+	var pids []int
+	if pid, err := ReadPID(path); err == nil && startedWith(pid, path) {
+		pids = append(pids, pid)
+	}
+	entries, _ := os.ReadDir("/proc")
+	for _, e := range entries {
+		if pid, err := strconv.Atoi(e.Name()); err == nil && !slices.Contains(pids, pid) && startedWith(pid, path) {
+			pids = append(pids, pid)
+		}
+	}
+	var errs []error
+	for _, pid := range pids {
+		errs = append(errs, Stop(pid))
+	}
+	return errors.Join(errs...)
+}
+
+// startedWith reports whether pid is a running daemon given --pidfile path.
+func startedWith(pid int, path string) bool {
+	if !Running(pid) {
+		return false
+	}
+	cmdline, err := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid))
+	if err != nil {
+		return false
+	}
+	args := strings.Split(string(cmdline), "\x00")
+	for i := 0; i+1 < len(args); i++ {
+		if args[i] == "--pidfile" && args[i+1] == path {
+			return true
+		}
+	}
+	return false
 }
 
 const stopTimeout = 10 * time.Second
