@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"syscall"
 	"time"
@@ -115,6 +116,14 @@ func InstantRestore(ctx context.Context, req InstantRequest, notes progress.Noti
 	} else if ok {
 		return out, fmt.Errorf("%s records that a domain %s reads from it already; finish or release that one first ('vbackup restore --finish %s --from %s')", req.From, req.Define, req.Define, req.From)
 	}
+	// Under libvirt's DAC driver, starting the domain would chown the
+	// backups below its overlays to QEMU's user for good (see
+	// xmlgen.RestoredDisk.Backup).
+	models, err := req.Conn.SecurityModels(ctx)
+	if err != nil {
+		return out, err
+	}
+	dac := slices.Contains(models, "dac")
 	rec := chain.InUse{Domain: req.Define, URI: req.Conn.URI(), Backup: b.Name(), Started: req.Now().UTC()}
 	var files []string
 	seen := map[string]bool{}
@@ -203,7 +212,7 @@ func InstantRestore(ctx context.Context, req InstantRequest, notes progress.Noti
 
 	images := map[string]xmlgen.RestoredDisk{}
 	for _, d := range out.Disks {
-		images[d.Name] = xmlgen.RestoredDisk{Path: d.Overlay, Format: "qcow2"}
+		images[d.Name] = xmlgen.RestoredDisk{Path: d.Overlay, Format: "qcow2", Backup: dac}
 	}
 	doc, filled, err := xmlgen.RestoredDomain(b.Domain.XML, req.Define, images)
 	if err != nil {

@@ -70,3 +70,44 @@ func TestInstantRestoreRelativeFrom(t *testing.T) {
 		t.Fatal("the record outlived --finish")
 	}
 }
+
+// Under libvirt's DAC driver an instant restore's disks carry
+// relabel='no', so that starting the domain does not chown the backups
+// below them to QEMU's user; without it (a session daemon) they do not,
+// which libvirt would refuse.
+func TestInstantRestoreKeepsBackupOwners(t *testing.T) {
+	dir, _ := makeChain(t, []point{{day: "2026-10-28", off: 0, size: 8}})
+	store, err := chain.Open(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := store.Backups[0].Manifest
+	m.Domain.XML = vm1XML
+	if err := store.Rewrite(store.Backups[0], m); err != nil {
+		t.Fatal(err)
+	}
+	for _, models := range [][]string{{"selinux", "dac"}, nil} {
+		conn := virtfake.New()
+		if models != nil {
+			conn.SetSecurityModels(models...)
+		}
+		req := InstantRequest{From: dir, To: filepath.Join(t.TempDir(), "instant"), Define: "vm1-now", Conn: conn, Now: time.Now}
+		if _, err := InstantRestore(context.Background(), req, &lines{}); err != nil {
+			t.Fatal(err)
+		}
+		dom, err := conn.Domain(context.Background(), "vm1-now")
+		if err != nil {
+			t.Fatal(err)
+		}
+		doc, err := dom.XML(context.Background(), true)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got, want := strings.Contains(doc, `relabel="no"`) || strings.Contains(doc, `relabel='no'`), models != nil; got != want {
+			t.Errorf("security models %v: relabel='no' in the definition is %v, want %v:\n%s", models, got, want, doc)
+		}
+		if _, err := Finish(context.Background(), FinishRequest{Domain: "vm1-now", Conn: conn, Now: time.Now, Every: time.Millisecond}, progress.NewQuiet(), &lines{}); err != nil {
+			t.Fatal(err)
+		}
+	}
+}

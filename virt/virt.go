@@ -112,6 +112,10 @@ type Conn interface {
 	Domains(ctx context.Context, active bool) ([]string, error)
 	// DefineDomain makes a persistent domain of xml (not started).
 	DefineDomain(ctx context.Context, xml string) (Domain, error)
+	// SecurityModels names the security drivers the host's domains run
+	// under (its capabilities' secmodel): dac, selinux, apparmor; none for
+	// a session daemon.
+	SecurityModels(ctx context.Context) ([]string, error)
 	Close() error
 }
 

@@ -12,6 +12,13 @@ type RestoredDisk struct {
 	Path   string // absolute
 	Format string // qcow2 or raw
 	Block  bool   // Path is a block device (a --disk NAME=/dev/... target)
+	// Backup says Path is an overlay on a backup's images, on a host
+	// whose libvirt has the DAC driver: it must not relabel the chain. When a domain starts, it chowns
+	// every image of a disk's backing chain to QEMU's user and gives back
+	// only the top one's owner: the backups would end up QEMU's, and
+	// writable by it. relabel='no' on the top image holds for the chain;
+	// QEMU's read access is given otherwise (ACL entries).
+	Backup bool
 }
 
 // RestoredDomain turns the definition of a backed-up domain into a new
@@ -44,6 +51,14 @@ func RestoredDomain(doc, name string, disks map[string]RestoredDisk) (string, []
 				d.Source = &libvirtxml.DomainDiskSource{File: &libvirtxml.DomainDiskSourceFile{File: img.Path}}
 				if img.Block {
 					d.Source = &libvirtxml.DomainDiskSource{Block: &libvirtxml.DomainDiskSourceBlock{Dev: img.Path}}
+				}
+				if img.Backup {
+					keep := []libvirtxml.DomainDeviceSecLabel{{Model: "dac", Relabel: "no"}}
+					if d.Source.File != nil {
+						d.Source.File.SecLabel = keep
+					} else {
+						d.Source.Block.SecLabel = keep
+					}
 				}
 				d.BackingStore = nil
 				if d.Driver == nil {

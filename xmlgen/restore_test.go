@@ -31,6 +31,21 @@ func TestRestoredDomain(t *testing.T) {
 		t.Errorf("notes = %q, want %q", notes, want)
 	}
 
+	// An instant restore's overlay: libvirt must not chown the backups
+	// below it to QEMU's user.
+	inst, _, err := RestoredDomain(string(in), "web1-now", map[string]RestoredDisk{
+		"vda": {Path: "/restore/web1/vda.qcow2", Format: "qcow2", Backup: true},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := `<source file="/restore/web1/vda.qcow2">` + "\n" + `        <seclabel model="dac" relabel="no"></seclabel>`; !strings.Contains(inst, want) {
+		t.Errorf("an instant restore's disk lacks %s:\n%s", want, inst)
+	}
+	if strings.Contains(got, "relabel") {
+		t.Errorf("a plain restore's disks keep libvirt's relabelling, yet:\n%s", got)
+	}
+
 	_, _, err = RestoredDomain(string(in), "x", map[string]RestoredDisk{"vdz": {Path: "/r/vdz.qcow2", Format: "qcow2"}})
 	if err == nil || !strings.Contains(err.Error(), "no disk [vdz]") {
 		t.Errorf("restoring a disk the definition lacks: %v", err)

@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"libvirt.org/go/libvirt"
+	"libvirt.org/go/libvirtxml"
 
 	"vbackup/virt"
 )
@@ -147,6 +148,27 @@ func (c *Conn) Domains(ctx context.Context, active bool) ([]string, error) {
 		flags |= libvirt.CONNECT_LIST_DOMAINS_INACTIVE
 	}
 	return c.listDomains(flags, "")
+}
+
+// SecurityModels reads the host's security drivers from its capabilities.
+func (c *Conn) SecurityModels(ctx context.Context) ([]string, error) {
+	var doc string
+	err := c.call("virConnectGetCapabilities", "", func() (err error) {
+		doc, err = c.lv.GetCapabilities()
+		return err
+	})
+	if err != nil {
+		return nil, err
+	}
+	var caps libvirtxml.Caps
+	if err := caps.Unmarshal(doc); err != nil {
+		return nil, fmt.Errorf("the host's capabilities: %w", err)
+	}
+	var models []string
+	for _, m := range caps.Host.SecModel {
+		models = append(models, m.Name)
+	}
+	return models, nil
 }
 
 // DomainsWithCheckpoints lists, sorted, the domains that have at least one
