@@ -33,23 +33,34 @@ func offlineWrite(t *testing.T, bed *testbed.Bed, dom, disk, format string, patt
 	testbed.Run(t, "qemu-io", "-f", format, "-c", fmt.Sprintf("write -P %d %d %d", pattern, offset, length), bed.DiskPath(dom, disk))
 }
 
-// holdImage keeps image open for writing in another process for a few
-// seconds, as a tool working on it would; the returned function waits
-// until it has closed the image (cleanly: a qemu-io killed would leave
-// the image's bitmaps inconsistent).
+// holdImage keeps image open for writing in another process, as a tool
+// working on it would, until the returned function is called: it then
+// closes the image (cleanly: a qemu-io killed would leave the image's
+// bitmaps inconsistent) and waits for that. qemu-io reads its commands
+// from a pipe, so it holds the image for as long as the test needs,
+// however slow the machine.
 func holdImage(t *testing.T, image string) func() {
 	t.Helper()
-	cmd := exec.Command("qemu-io", "-f", "qcow2", "-c", "sleep 8000", image)
+	cmd := exec.Command("qemu-io", "-f", "qcow2", image)
+	stdin, err := cmd.StdinPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
+	release := func() {
+		stdin.Close() // end of its commands: it closes the image and exits
+		cmd.Wait()
+	}
 	// On a loaded machine qemu-io may take seconds to open the image.
-	for deadline := time.Now().Add(6 * time.Second); !lockedByAProcess(image); time.Sleep(25 * time.Millisecond) {
+	for deadline := time.Now().Add(30 * time.Second); !lockedByAProcess(image); time.Sleep(25 * time.Millisecond) {
 		if time.Now().After(deadline) {
-			t.Fatal("qemu-io did not take the image's lock within 6 s")
+			release()
+			t.Fatal("qemu-io did not take the image's lock within 30 s")
 		}
 	}
-	return func() { cmd.Wait() }
+	return release
 }
 
 // imageBitmaps lists the persistent bitmaps of a qcow2 image.
