@@ -22,11 +22,16 @@ func TestBackupBeginCtrlCWhileFrozen(t *testing.T) {
 	env, stdout, stderr := testEnv(open, nil)
 	sigs := make(chan os.Signal)
 	env.Signals = func() (<-chan os.Signal, func()) { return sigs, func() {} }
-	dom.OnFreeze(func() {
+	dom.OnFreeze(func(ctx context.Context) {
 		select {
 		case sigs <- os.Interrupt:
-			time.Sleep(200 * time.Millisecond) // for the handler to cancel the run
-		case <-time.After(time.Second): // nobody listens: the signal would kill vbackup
+			// Until the handler has cancelled the run, however slow the
+			// machine.
+			select {
+			case <-ctx.Done():
+			case <-time.After(30 * time.Second):
+			}
+		case <-time.After(30 * time.Second): // nobody listens: the signal would kill vbackup
 		}
 	})
 	code := Main(context.Background(), []string{"vbackup", "backup-begin", "vm1", "--target-dir", t.TempDir()}, env)

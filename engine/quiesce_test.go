@@ -47,7 +47,7 @@ func TestQuiesceFreezesAroundBegin(t *testing.T) {
 			b := newBed(t)
 			b.dom.SetAgent(true)
 			frozenAtBegin := false
-			b.dom.OnFreeze(func() { frozenAtBegin = b.dom.Frozen() })
+			b.dom.OnFreeze(func(context.Context) { frozenAtBegin = b.dom.Frozen() })
 			_ = quiesceRun(t, b, q, context.Background())
 			if got, want := agentCalls(b), []string{"PingAgent", "FreezeFS", "BeginBackup", "ThawFS"}; !slices.Equal(got, want) {
 				t.Errorf("calls %v, want %v", got, want)
@@ -91,7 +91,7 @@ func TestQuiesceThawsWhateverHappens(t *testing.T) {
 		b.dom.SetAgent(true)
 		ctx, cancel := context.WithCancel(context.Background())
 		defer cancel()
-		b.dom.OnFreeze(cancel) // Ctrl-C while frozen
+		b.dom.OnFreeze(func(context.Context) { cancel() }) // Ctrl-C while frozen
 		err := quiesceRun(t, b, job.QuiesceAuto, ctx)
 		if err == nil {
 			t.Fatal("an interrupted backup succeeded")

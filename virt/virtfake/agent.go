@@ -35,9 +35,10 @@ func (d *Domain) Frozen() bool {
 	return d.frozen
 }
 
-// OnFreeze makes fn run after each successful FreezeFS, without the
-// Conn's lock (a test can cancel a context there, say); nil removes it.
-func (d *Domain) OnFreeze(fn func()) {
+// OnFreeze makes fn run after each successful FreezeFS, with FreezeFS's
+// context and without the Conn's lock (a test can cancel a context there,
+// or wait until the caller has); nil removes it.
+func (d *Domain) OnFreeze(fn func(ctx context.Context)) {
 	d.c.mu.Lock()
 	defer d.c.mu.Unlock()
 	d.onFreeze = fn
@@ -88,7 +89,7 @@ func (d *Domain) FreezeFS(ctx context.Context) error {
 	hook := d.onFreeze
 	d.c.mu.Unlock()
 	if hook != nil {
-		hook()
+		hook(ctx)
 	}
 	return nil
 }

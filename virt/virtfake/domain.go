@@ -37,7 +37,7 @@ type Domain struct {
 	agentConfigured bool // the domain has a guest agent channel
 	agentUp         bool // and the guest runs the agent
 	frozen          bool
-	onFreeze        func()
+	onFreeze        func(context.Context)
 }
 
 var _ virt.Domain = (*Domain)(nil)
