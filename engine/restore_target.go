@@ -28,13 +28,14 @@ type target struct {
 func checkTargets(b *chain.Backup, targets map[string]string) ([]target, error) {
 	var out []target
 	seen := map[string]string{}
+	var store *storeFiles
 	for _, d := range b.Disks {
 		path, ok := targets[d.Name]
 		if !ok {
 			continue
 		}
 		t := target{disk: d.Name, path: path, want: d.VirtualSize}
-		real, err := filepath.EvalSymlinks(path)
+		real, err := resolved(path)
 		if err != nil {
 			return nil, fmt.Errorf("--disk %s=%s: %w; a target must exist (a block device or a file)", d.Name, path, err)
 		}
@@ -42,12 +43,18 @@ func checkTargets(b *chain.Backup, targets map[string]string) ([]target, error) 
 			return nil, fmt.Errorf("--disk %s=%s: disk %s goes there already; give each disk its own target", d.Name, path, other)
 		}
 		seen[real] = d.Name
-		if under(real, filepath.Dir(b.Dir)) {
-			return nil, fmt.Errorf("--disk %s=%s is inside the backup folder; vbackup never writes there", d.Name, path)
-		}
 		fi, err := os.Stat(real)
 		if err != nil {
 			return nil, err
+		}
+		if store == nil {
+			if store, err = filesOf(filepath.Dir(b.Dir)); err != nil {
+				return nil, err
+			}
+		}
+		if in := store.holds(real, fi); in != "" {
+			return nil, fmt.Errorf("--disk %s=%s is part of the backup folder %s (the same file as %s); vbackup never writes there, so nothing was written: give a target outside it",
+				d.Name, path, store.dir, in)
 		}
 		switch {
 		case fi.Mode()&os.ModeDevice != 0 && fi.Mode()&os.ModeCharDevice == 0:
@@ -79,6 +86,66 @@ func checkTargets(b *chain.Backup, targets map[string]string) ([]target, error) 
 		}
 	}
 	return out, nil
+}
+
+// resolved is path made absolute, every symbolic link in it followed.
+func resolved(path string) (string, error) {
+	abs, err := filepath.Abs(path)
+	if err != nil {
+		return "", err
+	}
+	return filepath.EvalSymlinks(abs)
+}
+
+// storeFiles is a backup folder, resolved, and every file in it.
+type storeFiles struct {
+	dir   string
+	files []string
+	infos []os.FileInfo
+}
+
+// filesOf lists the files of the backup folder dir, as the files they
+// are (links followed): a target may name one of them by another path
+// (a hard link, a link to a folder above it) that no comparison of paths
+// would catch.
+func filesOf(dir string) (*storeFiles, error) {
+	real, err := resolved(dir)
+	if err != nil {
+		return nil, fmt.Errorf("the backup folder %s: %w", dir, err)
+	}
+	s := &storeFiles{dir: real}
+	err = filepath.WalkDir(real, func(p string, e os.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		if e.IsDir() {
+			return nil
+		}
+		fi, err := os.Stat(p)
+		if err != nil {
+			return nil // a dangling link is no file to write over
+		}
+		s.files, s.infos = append(s.files, p), append(s.infos, fi)
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("listing the backup folder %s: %w", dir, err)
+	}
+	return s, nil
+}
+
+// holds names the file of the folder that real (resolved, with fi its
+// stat) is, or lies in; "" if none.
+func (s *storeFiles) holds(real string, fi os.FileInfo) string {
+	if under(real, s.dir) {
+		return real
+	}
+	for i, f := range s.infos {
+		if os.SameFile(f, fi) {
+			return s.files[i]
+		}
+	}
+	return ""
 }
 
 // writeTarget writes a disk's chain onto its target: qemu-img writes
