@@ -153,7 +153,7 @@ func TestFinishDeletedDomain(t *testing.T) {
 		t.Fatalf("finish of a deleted domain without --from: %v", err)
 	}
 	rec, _, _ := chain.FindInUse(dir, "vm2")
-	if !stillReads(rec, dir) {
+	if reads, _ := stillReads(rec, dir); !reads {
 		t.Fatal("an overlay backed by the folder does not count as reading it")
 	}
 	req.From = dir

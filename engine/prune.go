@@ -107,7 +107,8 @@ func Prune(ctx context.Context, req PruneRequest, notes progress.Notifier) (Prun
 		return out, fmt.Errorf("%s holds no backups to prune", req.Dir)
 	}
 	out.Verdicts = req.Policy.Apply(store.Backups)
-	if err := keepInUse(store, out.Verdicts, req.DryRun, notes); err != nil {
+	stale, err := keepInUse(store, out.Verdicts, notes)
+	if err != nil {
 		return out, err
 	}
 	// A disk image two later backups build on cannot be merged into both:
@@ -122,6 +123,9 @@ func Prune(ctx context.Context, req PruneRequest, notes progress.Notifier) (Prun
 					v.Backup.Name(), d.Name, len(deps), deps[0].Name(), deps[1].Name())
 			}
 		}
+	}
+	if err := dropStale(store, stale, req.DryRun, notes); err != nil {
+		return out, err
 	}
 	before := storedBytes(req.Dir)
 	dry := &dryRun{full: map[string]bool{}, ranges: map[string][]contentsum.Range{}}
