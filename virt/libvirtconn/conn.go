@@ -212,8 +212,20 @@ func (c *Conn) call(op, arg string, fn func() error) error {
 	return translate(op, err)
 }
 
+// looksLikeUUID is whether s can be a UUID (32 hex digits, dashes aside),
+// as libvirt parses one: a domain name of 32 other characters is not (a
+// lookup by UUID then fails with "Invalid UUID", not "no domain").
 func looksLikeUUID(s string) bool {
-	return len(strings.ReplaceAll(s, "-", "")) == 32
+	hex := strings.ReplaceAll(s, "-", "")
+	if len(hex) != 32 {
+		return false
+	}
+	for _, r := range hex {
+		if !strings.ContainsRune("0123456789abcdefABCDEF", r) {
+			return false
+		}
+	}
+	return true
 }
 
 func parseID(s string) (uint32, bool) {
