@@ -9,6 +9,7 @@ import (
 	"testing"
 
 	"vbackup/chain"
+	"vbackup/internal/testbed"
 	"vbackup/qsd"
 )
 
@@ -17,12 +18,7 @@ import (
 // still stops the daemon, which holds the folder's read lock, before it
 // removes the record with the pid file; a prune can then rewrite.
 func TestMountUndoStopsUnrecordedDaemon(t *testing.T) {
-	if os.Geteuid() != 0 {
-		if os.Getenv("CI") == "true" {
-			t.Fatal("unmounting needs root (CI=true forbids skipping)")
-		}
-		t.Skip("unmounting needs root")
-	}
+	testbed.NeedRoot(t, "unmounting")
 	folder, records, mp := t.TempDir(), t.TempDir(), t.TempDir()
 	top := filepath.Join(t.TempDir(), "top.qcow2")
 	if err := writeQcow2(top); err != nil {

@@ -13,24 +13,14 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"vbackup/internal/testbed"
 )
 
 func need(t *testing.T, bins ...string) {
 	t.Helper()
-	for _, b := range bins {
-		if _, err := exec.LookPath(b); err != nil {
-			if os.Getenv("CI") == "true" {
-				t.Fatalf("%s is not installed (CI=true forbids skipping)", b)
-			}
-			t.Skipf("%s is not installed (scripts/install-deps.sh installs it)", b)
-		}
-	}
-	if os.Geteuid() != 0 {
-		if os.Getenv("CI") == "true" {
-			t.Fatal("FUSE exports need root here (CI=true forbids skipping)")
-		}
-		t.Skip("FUSE exports need root")
-	}
+	testbed.Need(t, bins...)
+	testbed.NeedRoot(t, "a FUSE export")
 }
 
 // chain makes a base image with 0xaa at 1 MiB and an overlay over it

@@ -7,19 +7,16 @@ import (
 	"regexp"
 	"strings"
 	"testing"
+
+	"vbackup/internal/testbed"
 )
 
 // needTool finds a program, skipping the test without it (failing with
 // CI=true: make test installs it).
 func needTool(t *testing.T, name string) string {
 	t.Helper()
-	p, err := exec.LookPath(name)
-	if err != nil {
-		if os.Getenv("CI") == "true" {
-			t.Fatalf("%s not found (CI=true: scripts/install-deps.sh installs it)", name)
-		}
-		t.Skipf("%s not found", name)
-	}
+	testbed.Need(t, name)
+	p, _ := exec.LookPath(name)
 	return p
 }
 

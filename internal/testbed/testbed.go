@@ -518,6 +518,19 @@ func Need(t testing.TB, bins ...string) {
 	}
 }
 
+// NeedRoot skips t when it does not run as root (what: what needs it), or
+// fails it when CI=true, as Need does.
+func NeedRoot(t testing.TB, what string) {
+	t.Helper()
+	if os.Geteuid() == 0 {
+		return
+	}
+	if os.Getenv("CI") == "true" {
+		t.Fatalf("%s needs root (CI=true forbids skipping)", what)
+	}
+	t.Skipf("%s needs root", what)
+}
+
 // Run runs a tool the test needs (see Need) and returns its output; a
 // failure fails t with the tool's output.
 func Run(t testing.TB, bin string, args ...string) string {
