@@ -14,42 +14,16 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 RUNS=${RUNS:-5} SIZE_MB=${SIZE_MB:-4096} DATA_MB=${DATA_MB:-2048}
 
-die() { echo "bench: $*" >&2; exit 1; }
-for v in RUNS SIZE_MB DATA_MB; do
-  [[ ${!v} =~ ^[1-9][0-9]*$ ]] || die "$v must be a positive integer, not '${!v}'"
-done
-[ "$DATA_MB" -le "$SIZE_MB" ] || die "DATA_MB ($DATA_MB) is larger than SIZE_MB ($SIZE_MB)"
-[ "$(id -u)" -eq 0 ] || die "must run as root (the test bed, drop_caches)"
-make -s build >/dev/null # installs libvirt, QEMU, nbdcopy, bc (scripts/install-deps.sh)
-vb=$PWD/bin/vbackup
+. bench/lib.sh
+positive RUNS SIZE_MB DATA_MB
+prepare
 
 dom=vbf-$$
 bed=$(mktemp -d /tmp/vbf.XXXXXX)
 trap 'virsh -q domjobabort "$dom" >/dev/null 2>&1 || true; scripts/testbed.sh down "$bed" >/dev/null 2>&1 || true; rm -rf "/run/vbackup/$dom"' EXIT
-export LIBVIRT_DEFAULT_URI=$(scripts/testbed.sh up "$bed" 2>/dev/null)
-scripts/testbed.sh domain "$bed" "$dom" "vda:qcow2:${SIZE_MB}M" >/dev/null
-img=$bed/images/$dom/vda.qcow2
-echo "bench: filling ${DATA_MB} MiB of ${SIZE_MB} MiB with random data..." >&2
-virsh -q destroy "$dom" >/dev/null
-head -c "$((DATA_MB << 20))" /dev/urandom >"$bed/rand.raw"
-truncate -s "${SIZE_MB}M" "$bed/rand.raw"
-qemu-img convert -n -f raw -O qcow2 "$bed/rand.raw" "$img"
-rm -f "$bed/rand.raw"
-chown vbtest "$img"
-virsh -q start "$dom" >/dev/null
+random_domain "$bed" "$dom" "$SIZE_MB" "$DATA_MB"
 
-now() { date +%s.%N; }
-median() { sort -g | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
-m() { echo "$1" | tr ' ' '\n' | grep . | median; }
-settle() { sync; echo 3 >/proc/sys/vm/drop_caches; }
 log=$bed/cmd.log
-timed() {
-  local s
-  settle
-  s=$(now)
-  "$@" >"$log" 2>&1 || { echo "bench: FAILED: $*" >&2; sed 's/^/  | /' "$log" >&2; exit 1; }
-  T=$(echo "$(now) - $s" | bc)
-}
 
 # The reference: a pull job of the disk begun by virsh, its export read by
 # nbdcopy into a raw file and flushed, the job aborted.
@@ -86,7 +60,6 @@ for i in $(seq "$RUNS"); do
   if [ $((i % 2)) -eq 1 ]; then ours; reference; else reference; ours; fi
 done
 
-r() { echo "scale=2; $1 / $2" | bc; }
 echo "runs (s): vbackup ${t[vbackup]}| nbdcopy ${t[nbdcopy]}" >&2
 printf '%-60s %10s %10s %8s\n' "case (${SIZE_MB} MiB disk, ${DATA_MB} MiB of data)" vbackup nbdcopy ratio
 printf '%-60s %9ss %9ss %7sx\n' "full backup vs nbdcopy of the export to a raw file" "$(m "${t[vbackup]}")" "$(m "${t[nbdcopy]}")" "$(r "$(m "${t[vbackup]}")" "$(m "${t[nbdcopy]}")")"

@@ -12,47 +12,17 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 RUNS=${RUNS:-5} SIZE_MB=${SIZE_MB:-4096} DATA_MB=${DATA_MB:-2048}
-die() { echo "bench: $*" >&2; exit 1; }
-for v in RUNS SIZE_MB DATA_MB; do
-  [[ ${!v} =~ ^[1-9][0-9]*$ ]] || die "$v must be a positive integer, not '${!v}'"
-done
-[ "$DATA_MB" -le "$SIZE_MB" ] || die "DATA_MB ($DATA_MB) is larger than SIZE_MB ($SIZE_MB)"
-[ "$(id -u)" -eq 0 ] || die "must run as root (the test bed, drop_caches)"
-make -s build >/dev/null # installs libvirt, QEMU, bc, ... (scripts/install-deps.sh)
-command -v bc >/dev/null || { apt-get install -y -qq --no-install-recommends bc >/dev/null; }
-vb=$PWD/bin/vbackup
+. bench/lib.sh
+positive RUNS SIZE_MB DATA_MB
+prepare
 
 dom=vbo-$$
 bed=$(mktemp -d /tmp/vbo.XXXXXX)
 trap 'scripts/testbed.sh down "$bed" >/dev/null 2>&1 || true; rm -rf "/run/vbackup/$dom"' EXIT
-uri=$(scripts/testbed.sh up "$bed" 2>/dev/null)
-export LIBVIRT_DEFAULT_URI=$uri
-scripts/testbed.sh domain "$bed" "$dom" "vda:qcow2:${SIZE_MB}M" >/dev/null
-img=$bed/images/$dom/vda.qcow2
-echo "bench: filling ${DATA_MB} MiB of ${SIZE_MB} MiB with random data..." >&2
-virsh -q destroy "$dom" >/dev/null
-head -c "$((DATA_MB << 20))" /dev/urandom >"$bed/rand.raw"
-truncate -s "${SIZE_MB}M" "$bed/rand.raw"
-qemu-img convert -n -f raw -O qcow2 "$bed/rand.raw" "$img"
-rm -f "$bed/rand.raw"
-chown vbtest "$img"
+random_domain "$bed" "$dom" "$SIZE_MB" "$DATA_MB"
+virsh -q destroy "$dom" >/dev/null # the runs start shut off
 
-now() { date +%s.%N; }
-median() { sort -g | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
-settle() {
-  sync
-  if [ -w /proc/sys/vm/drop_caches ]; then echo 3 >/proc/sys/vm/drop_caches; fi
-}
 log=$bed/cmd.log
-# timed CMD...: T is its wall time in seconds.
-timed() {
-  local s e
-  settle
-  s=$(now)
-  "$@" >"$log" 2>&1 || { echo "bench: FAILED: $*" >&2; sed 's/^/  | /' "$log" >&2; exit 1; }
-  e=$(now)
-  T=$(echo "$e - $s" | bc)
-}
 # level DIR: the level of DIR's newest backup (it must be incremental).
 level() { "$vb" backups "$1" | tail -n 1 | awk '{print $4}'; }
 

@@ -19,46 +19,19 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 RUNS=${RUNS:-3} SIZE_MB=${SIZE_MB:-4096} DATA_MB=${DATA_MB:-2048} CHANGE_MB=${CHANGE_MB:-64} CHAIN=${CHAIN:-30}
 
-die() { echo "bench: $*" >&2; exit 1; }
-for v in RUNS SIZE_MB DATA_MB CHANGE_MB CHAIN; do
-  [[ ${!v} =~ ^[1-9][0-9]*$ ]] || die "$v must be a positive integer, not '${!v}'"
-done
-[ "$DATA_MB" -le "$SIZE_MB" ] || die "DATA_MB ($DATA_MB) is larger than SIZE_MB ($SIZE_MB)"
+. bench/lib.sh
+positive RUNS SIZE_MB DATA_MB CHANGE_MB CHAIN
 [ "$CHANGE_MB" -le "$DATA_MB" ] || die "CHANGE_MB ($CHANGE_MB) is larger than DATA_MB ($DATA_MB)"
 [ "$CHAIN" -ge 2 ] || die "CHAIN must be 2 or more"
-[ "$(id -u)" -eq 0 ] || die "must run as root (the test bed, drop_caches)"
-make -s build >/dev/null # installs libvirt, QEMU, bc, ... (scripts/install-deps.sh)
-command -v bc >/dev/null || die "bc is missing (apt-get install bc)"
-vb=$PWD/bin/vbackup
+prepare
 
 dom=vbp-$$
 bed=$(mktemp -d /tmp/vbp.XXXXXX)
 trap 'scripts/testbed.sh down "$bed" >/dev/null 2>&1 || true; rm -rf "/run/vbackup/$dom"' EXIT
-export LIBVIRT_DEFAULT_URI=$(scripts/testbed.sh up "$bed" 2>/dev/null)
-scripts/testbed.sh domain "$bed" "$dom" "vda:qcow2:${SIZE_MB}M" >/dev/null
-img=$bed/images/$dom/vda.qcow2
-echo "bench: filling ${DATA_MB} MiB of ${SIZE_MB} MiB with random data..." >&2
-virsh -q destroy "$dom" >/dev/null
-head -c "$((DATA_MB << 20))" /dev/urandom >"$bed/rand.raw"
-truncate -s "${SIZE_MB}M" "$bed/rand.raw"
-qemu-img convert -n -f raw -O qcow2 "$bed/rand.raw" "$img"
-rm -f "$bed/rand.raw"
-chown vbtest "$img"
-virsh -q start "$dom" >/dev/null
+random_domain "$bed" "$dom" "$SIZE_MB" "$DATA_MB"
 
-now() { date +%s.%N; }
-median() { sort -g | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
-m() { echo "$1" | tr ' ' '\n' | grep . | median; }
-settle() { sync; echo 3 >/proc/sys/vm/drop_caches; }
 log=$bed/cmd.log
 # timed CMD...: T is its wall time, after settle.
-timed() {
-  local s
-  settle
-  s=$(now)
-  "$@" >"$log" 2>&1 || { echo "bench: FAILED: $*" >&2; sed 's/^/  | /' "$log" >&2; exit 1; }
-  T=$(echo "$(now) - $s" | bc)
-}
 n=0
 # change: CHANGE_MB of new data, at a new place of the data each time.
 change() {
@@ -120,7 +93,6 @@ read_bytes=$(sh -c "'$vb' verify --from '$out' >/dev/null 2>&1; grep '^read_byte
 stored=$(du -sB1 "$out" | cut -f1)
 "$vb" verify --from "$out" --at all >/dev/null 2>&1 || die "verify failed"
 
-r() { echo "scale=2; $1 / $2" | bc; }
 echo "runs (s): prune ${t[prune]}| copy ${t[copy]}| restore chain ${t[chain]}| restore single ${t[single]}" >&2
 printf '%-52s %10s %10s %8s\n' "case ($CHAIN backups, ${CHANGE_MB} MiB changed each)" vbackup reference ratio
 printf '%-52s %9ss %9ss %7sx\n' "prune of the oldest vs cp + fsync of the overlay" "$(m "${t[prune]}")" "$(m "${t[copy]}")" "$(r "$(m "${t[prune]}")" "$(m "${t[copy]}")")"
