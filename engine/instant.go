@@ -9,7 +9,6 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
-	"syscall"
 	"time"
 
 	"libvirt.org/go/libvirtxml"
@@ -123,7 +122,7 @@ func InstantRestore(ctx context.Context, req InstantRequest, notes progress.Noti
 	if err != nil {
 		return out, err
 	}
-	dac := slices.Contains(models, "dac")
+	dac := slices.ContainsFunc(models, func(m virt.SecurityModel) bool { return m.Name == "dac" })
 	rec := chain.InUse{Domain: req.Define, URI: req.Conn.URI(), Backup: b.Name(), Started: req.Now().UTC()}
 	var files []string
 	seen := map[string]bool{}
@@ -152,7 +151,7 @@ func InstantRestore(ctx context.Context, req InstantRequest, notes progress.Noti
 	if err != nil {
 		return out, err
 	}
-	owner, err := overlayOwner(req.To)
+	owner, err := qemuAccount(models, b.Domain.XML, req.To)
 	if err != nil {
 		return out, err
 	}
@@ -269,24 +268,6 @@ func sortChain(store *chain.Store, names []string) {
 	for i := 1; i < len(names); i++ {
 		for j := i; j > 0 && pos[names[j]] < pos[names[j-1]]; j-- {
 			names[j], names[j-1] = names[j-1], names[j]
-		}
-	}
-}
-
-// overlayOwner is the user the overlays are given to, QEMU's user: the
-// owner of OUTDIR, or of the folder it is made in.
-func overlayOwner(dir string) (account, error) {
-	for p := dir; ; p = filepath.Dir(p) {
-		fi, err := os.Stat(p)
-		if err == nil {
-			if !fi.IsDir() {
-				return account{}, fmt.Errorf("--to %s: %s is not a folder", dir, p)
-			}
-			st := fi.Sys().(*syscall.Stat_t)
-			return lookupAccount(int(st.Uid), int(st.Gid)), nil
-		}
-		if !errors.Is(err, os.ErrNotExist) || p == "/" {
-			return account{}, err
 		}
 	}
 }

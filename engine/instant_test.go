@@ -2,14 +2,19 @@ package engine
 
 import (
 	"context"
+	"fmt"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
 	"vbackup/chain"
+	"vbackup/internal/testbed"
 	"vbackup/progress"
+	"vbackup/virt"
 	"vbackup/virt/virtfake"
 )
 
@@ -86,7 +91,7 @@ func TestInstantRestoreKeepsBackupOwners(t *testing.T) {
 	if err := store.Rewrite(store.Backups[0], m); err != nil {
 		t.Fatal(err)
 	}
-	for _, models := range [][]string{{"selinux", "dac"}, nil} {
+	for _, models := range [][]virt.SecurityModel{{{Name: "selinux"}, {Name: "dac"}}, nil} {
 		conn := virtfake.New()
 		if models != nil {
 			conn.SetSecurityModels(models...)
@@ -108,6 +113,76 @@ func TestInstantRestoreKeepsBackupOwners(t *testing.T) {
 		}
 		if _, err := Finish(context.Background(), FinishRequest{Domain: "vm1-now", Conn: conn, Now: time.Now, Every: time.Millisecond}, progress.NewQuiet(), &lines{}); err != nil {
 			t.Fatal(err)
+		}
+	}
+}
+
+// Under a system daemon's DAC driver QEMU runs as the host's base label
+// (libvirt-qemu), not as whoever owns OUTDIR: the overlays are that
+// account's and the backups are opened to it alone. Taking OUTDIR's owner
+// would give a user's --to /home/alice/x read access to the backups, and
+// QEMU none.
+func TestInstantRestoreOpensToQEMUsDACAccount(t *testing.T) {
+	testbed.NeedRoot(t, "giving overlays and read access to another user")
+	dir, _ := makeChain(t, []point{{day: "2026-10-28", off: 0, size: 8}})
+	store, err := chain.Open(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := store.Backups[0].Manifest
+	m.Domain.XML = vm1XML
+	if err := store.Rewrite(store.Backups[0], m); err != nil {
+		t.Fatal(err)
+	}
+	// t.TempDir's folders are 0700; QEMU's user must pass through them.
+	for p := filepath.Dir(dir); p != os.TempDir(); p = filepath.Dir(p) {
+		if err := os.Chmod(p, 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	const qemuUID = 54321
+	conn := virtfake.New()
+	conn.SetSecurityModels(virt.SecurityModel{Name: "dac", BaseLabels: map[string]string{"kvm": "+1:+1", "qemu": fmt.Sprintf("+%d:+%d", qemuUID, qemuUID)}})
+	to := filepath.Join(t.TempDir(), "instant") // made by root, as root's
+	out, err := InstantRestore(context.Background(), InstantRequest{From: dir, To: to, Define: "vm1-now", Conn: conn, Now: time.Now}, &lines{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if out.QEMUUser != strconv.Itoa(qemuUID) {
+		t.Errorf("QEMU's user is %q, want %d (the DAC base label of a qemu domain)", out.QEMUUser, qemuUID)
+	}
+	for _, d := range out.Disks {
+		fi, err := os.Stat(d.Overlay)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if uid := fi.Sys().(*syscall.Stat_t).Uid; uid != qemuUID {
+			t.Errorf("overlay %s belongs to uid %d, want %d", d.Overlay, uid, qemuUID)
+		}
+	}
+	if len(out.Grants) == 0 {
+		t.Fatal("no read access was given to QEMU's user")
+	}
+	for _, g := range out.Grants {
+		if g.UID != qemuUID {
+			t.Errorf("grant %+v is for uid %d, want %d", g, g.UID, qemuUID)
+		}
+	}
+	if _, err := Finish(context.Background(), FinishRequest{Domain: "vm1-now", Conn: conn, Now: time.Now, Every: time.Millisecond}, progress.NewQuiet(), &lines{}); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestDACAccount(t *testing.T) {
+	for label, want := range map[string]int{"+64055:+994": 64055, "0:0": 0, "root:root": 0} {
+		a, err := dacAccount(label)
+		if err != nil || a.uid != want {
+			t.Errorf("dacAccount(%q) = uid %d, %v; want %d", label, a.uid, err, want)
+		}
+	}
+	for _, bad := range []string{"64055", "+x:+1", "no-such-user-here:root"} {
+		if _, err := dacAccount(bad); err == nil {
+			t.Errorf("dacAccount(%q) gave no error", bad)
 		}
 	}
 }

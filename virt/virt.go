@@ -112,11 +112,19 @@ type Conn interface {
 	Domains(ctx context.Context, active bool) ([]string, error)
 	// DefineDomain makes a persistent domain of xml (not started).
 	DefineDomain(ctx context.Context, xml string) (Domain, error)
-	// SecurityModels names the security drivers the host's domains run
+	// SecurityModels are the security drivers the host's domains run
 	// under (its capabilities' secmodel): dac, selinux, apparmor; none for
 	// a session daemon.
-	SecurityModels(ctx context.Context) ([]string, error)
+	SecurityModels(ctx context.Context) ([]SecurityModel, error)
 	Close() error
+}
+
+// SecurityModel is one security driver of a host.
+type SecurityModel struct {
+	Name string // dac, selinux, apparmor, none
+	// BaseLabels are the labels a domain gets by default, by domain type
+	// (kvm, qemu); for dac "+UID:+GID", the account QEMU runs as.
+	BaseLabels map[string]string
 }
 
 // Domain is one domain of a connection.

@@ -151,7 +151,7 @@ func (c *Conn) Domains(ctx context.Context, active bool) ([]string, error) {
 }
 
 // SecurityModels reads the host's security drivers from its capabilities.
-func (c *Conn) SecurityModels(ctx context.Context) ([]string, error) {
+func (c *Conn) SecurityModels(ctx context.Context) ([]virt.SecurityModel, error) {
 	var doc string
 	err := c.call("virConnectGetCapabilities", "", func() (err error) {
 		doc, err = c.lv.GetCapabilities()
@@ -160,13 +160,25 @@ func (c *Conn) SecurityModels(ctx context.Context) ([]string, error) {
 	if err != nil {
 		return nil, err
 	}
+	return securityModels(doc)
+}
+
+// securityModels reads the secmodel elements of a capabilities document.
+func securityModels(doc string) ([]virt.SecurityModel, error) {
 	var caps libvirtxml.Caps
 	if err := caps.Unmarshal(doc); err != nil {
 		return nil, fmt.Errorf("the host's capabilities: %w", err)
 	}
-	var models []string
+	var models []virt.SecurityModel
 	for _, m := range caps.Host.SecModel {
-		models = append(models, m.Name)
+		sm := virt.SecurityModel{Name: m.Name}
+		for _, l := range m.Labels {
+			if sm.BaseLabels == nil {
+				sm.BaseLabels = map[string]string{}
+			}
+			sm.BaseLabels[l.Type] = l.Value
+		}
+		models = append(models, sm)
 	}
 	return models, nil
 }

@@ -49,7 +49,7 @@ type Conn struct {
 	closed   bool
 	lockWait time.Duration
 	// secModels is what SecurityModels says; nil: none.
-	secModels []string
+	secModels []virt.SecurityModel
 	// stores are the files libvirt created for backup jobs and has not
 	// removed: it refuses to create a store over one (the fake writes no
 	// file, so it remembers them besides looking on disk).
@@ -235,21 +235,21 @@ func (c *Conn) Domain(ctx context.Context, name string) (virt.Domain, error) {
 // Domains lists domain names, sorted: the running ones only when active.
 // SecurityModels is what SetSecurityModels set: none by default, as a
 // session daemon has.
-func (c *Conn) SecurityModels(ctx context.Context) ([]string, error) {
+func (c *Conn) SecurityModels(ctx context.Context) ([]virt.SecurityModel, error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if err := c.enter("SecurityModels", "virConnectGetCapabilities"); err != nil {
 		return nil, err
 	}
 	if c.secModels == nil {
-		return []string{"none"}, nil
+		return []virt.SecurityModel{{Name: "none"}}, nil
 	}
-	return append([]string(nil), c.secModels...), nil
+	return append([]virt.SecurityModel(nil), c.secModels...), nil
 }
 
-// SetSecurityModels sets the host's security drivers, such as dac for a
-// system daemon's DAC driver.
-func (c *Conn) SetSecurityModels(models ...string) {
+// SetSecurityModels sets the host's security drivers, such as dac with
+// a base label of "+64055:+64055" for a system daemon's DAC driver.
+func (c *Conn) SetSecurityModels(models ...virt.SecurityModel) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	c.secModels = models
