@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+	"syscall"
 	"time"
 )
 
@@ -17,6 +18,53 @@ import (
 // of it. A record is written before the domain is defined and removed once
 // the domain reads nothing from the folder any more.
 const inUseDir = ".vbackup.inuse"
+
+// LockInUse takes dir's records for one change at a time, waiting for
+// another holder: an instant restore reads the grants that others made,
+// adds its own and writes its record, while a --finish or a prune takes
+// back the grants no other record names and removes a record. Without it
+// a grant taken as shared could be revoked by the record that made it
+// before the new record naming it is written.
+//
+// The lock is on the records' folder itself, so that nothing is left in
+// dir once no record is: unlock removes the folder when it is empty, and
+// a waiter that then gets a removed folder's lock takes the new one's.
+func LockInUse(dir string) (unlock func(), err error) {
+	sub := filepath.Join(dir, inUseDir)
+	for {
+		if err := os.MkdirAll(sub, 0o700); err != nil {
+			return nil, err
+		}
+		f, err := os.Open(sub)
+		if errors.Is(err, os.ErrNotExist) {
+			continue
+		}
+		if err != nil {
+			return nil, err
+		}
+		for {
+			err = syscall.Flock(int(f.Fd()), syscall.LOCK_EX)
+			if !errors.Is(err, syscall.EINTR) {
+				break
+			}
+		}
+		if err != nil {
+			f.Close()
+			return nil, fmt.Errorf("locking %s: %w", sub, err)
+		}
+		held, err1 := f.Stat()
+		now, err2 := os.Stat(sub)
+		if err1 == nil && err2 == nil && os.SameFile(held, now) {
+			return func() {
+				if entries, err := os.ReadDir(sub); err == nil && len(entries) == 0 {
+					_ = os.Remove(sub)
+				}
+				f.Close()
+			}, nil
+		}
+		f.Close()
+	}
+}
 
 // InUse records a domain that reads from a backup of the folder.
 type InUse struct {

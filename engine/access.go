@@ -241,6 +241,20 @@ func revokeUnshared(dir, domain string, grants []chain.Grant) error {
 	return revokeAll(slices.DeleteFunc(slices.Clone(grants), func(g chain.Grant) bool { return slices.Contains(keep, g) }))
 }
 
+// dropRecord takes back the grants of domain's record in dir that no other
+// record names, then removes the record, with the records locked.
+func dropRecord(dir, domain string, grants []chain.Grant) error {
+	unlock, err := chain.LockInUse(dir)
+	if err != nil {
+		return err
+	}
+	defer unlock()
+	if err := revokeUnshared(dir, domain, grants); err != nil {
+		return fmt.Errorf("taking back the read access given to QEMU's user: %w", err)
+	}
+	return chain.RemoveInUse(dir, domain)
+}
+
 // sharedGrants are the grants every record of dir names.
 func sharedGrants(dir string) ([]chain.Grant, error) {
 	recs, err := chain.ReadInUse(dir)

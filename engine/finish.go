@@ -110,13 +110,10 @@ func Finish(ctx context.Context, req FinishRequest, printer progress.Printer, no
 		}
 	}
 	if found {
-		if err := revokeUnshared(meta.Dir, req.Domain, rec.Grants); err != nil {
-			return out, fmt.Errorf("taking back the read access given to QEMU's user: %w", err)
-		}
-		out.Grants = len(rec.Grants)
-		if err := chain.RemoveInUse(meta.Dir, req.Domain); err != nil {
+		if err := dropRecord(meta.Dir, req.Domain, rec.Grants); err != nil {
 			return out, err
 		}
+		out.Grants = len(rec.Grants)
 	}
 	return out, nil
 }
@@ -140,11 +137,11 @@ func release(req FinishRequest, out Finished) (Finished, error) {
 	if !found {
 		return out, fmt.Errorf("there is no domain %s, and %s records no instant restore of that name: nothing to finish", req.Domain, req.From)
 	}
-	if err := revokeUnshared(req.From, req.Domain, rec.Grants); err != nil {
+	if err := dropRecord(req.From, req.Domain, rec.Grants); err != nil {
 		return out, err
 	}
 	out.Dir, out.Backup, out.Released, out.Grants = req.From, rec.Backup, true, len(rec.Grants)
-	return out, chain.RemoveInUse(req.From, req.Domain)
+	return out, nil
 }
 
 // readsFrom reports whether disk d of a live definition reads a file of dir.

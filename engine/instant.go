@@ -174,6 +174,13 @@ func InstantRestore(ctx context.Context, req InstantRequest, notes progress.Noti
 			return fail(err)
 		}
 	}
+	// Held until the record is written and the domain defined, or all is
+	// undone: the grants others made are read, shared and recorded as one.
+	unlockRecords, err := chain.LockInUse(store.Dir)
+	if err != nil {
+		return fail(err)
+	}
+	defer unlockRecords()
 	if os.Geteuid() == 0 && owner.uid != 0 {
 		shared, err := sharedGrants(store.Dir)
 		if err != nil {

@@ -51,10 +51,7 @@ func dropStale(store *chain.Store, stale []chain.InUse, dry bool, notes progress
 			notes.Notef("note: instant restore %s no longer reads from %s (its overlays are gone or hold all their data): the prune drops its record", rec.Domain, store.Dir)
 			continue
 		}
-		if err := revokeUnshared(store.Dir, rec.Domain, rec.Grants); err != nil {
-			return err
-		}
-		if err := chain.RemoveInUse(store.Dir, rec.Domain); err != nil {
+		if err := dropRecord(store.Dir, rec.Domain, rec.Grants); err != nil {
 			return err
 		}
 		notes.Notef("note: instant restore %s no longer reads from %s (its overlays are gone or hold all their data): its record was dropped", rec.Domain, store.Dir)
