@@ -94,7 +94,14 @@ type Grant struct {
 	Path string `json:"path"`
 	UID  int    `json:"uid"`
 	Perm uint16 `json:"perm"`
+	// Mask is what the grant added to the ACL's mask, which every named
+	// entry and the owning group are limited by: taken back with it.
+	Mask uint16 `json:"mask,omitempty"`
 }
+
+// Same reports whether g and o give the same access (whatever mask bits
+// each added).
+func (g Grant) Same(o Grant) bool { return g.Path == o.Path && g.UID == o.UID && g.Perm == o.Perm }
 
 // Reads reports whether the record keeps backup name.
 func (u InUse) Reads(name string) bool { return slices.Contains(u.Chain, name) }

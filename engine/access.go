@@ -71,22 +71,12 @@ func readACL(path string) ([]aclEntry, os.FileInfo, error) {
 	return out, fi, nil
 }
 
-// writeACL sets path's access ACL, its mask recomputed; with no named
-// entries left, the kernel folds it back into the file's mode.
-func writeACL(path string, entries []aclEntry) error {
+// writeACL sets path's access ACL with mask as its mask; with no named
+// entries left there is no mask, and the kernel folds the ACL back into
+// the file's mode.
+func writeACL(path string, entries []aclEntry, mask uint16) error {
 	entries = slices.DeleteFunc(slices.Clone(entries), func(e aclEntry) bool { return e.tag == aclMask })
-	var mask uint16
-	named := false
-	for _, e := range entries {
-		switch e.tag {
-		case aclUser, aclGroup:
-			named = true
-			mask |= e.perm
-		case aclGroupObj:
-			mask |= e.perm
-		}
-	}
-	if named {
+	if slices.ContainsFunc(entries, func(e aclEntry) bool { return e.tag == aclUser || e.tag == aclGroup }) {
 		entries = append(entries, aclEntry{aclMask, mask, aclUndef})
 	}
 	slices.SortFunc(entries, func(a, b aclEntry) int {
@@ -178,8 +168,25 @@ func (a account) may(path string, perm uint16) (bool, error) {
 	return false, nil
 }
 
+// maskOf is the bits an ACL lets named entries and the owning group have:
+// its mask, or without one (no named entry) the owning group's own.
+func maskOf(entries []aclEntry) uint16 {
+	var group uint16
+	for _, e := range entries {
+		switch e.tag {
+		case aclMask:
+			return e.perm
+		case aclGroupObj:
+			group = e.perm
+		}
+	}
+	return group
+}
+
 // grant gives a perm on path by a named ACL entry, unless it has it
-// already; the grant returned (ok) is what to take back.
+// already; the grant returned (ok) is what to take back. The mask gains
+// only that perm: recomputing it from the entries would undo a mask an
+// admin set to limit other named entries.
 func (a account) grant(path string, perm uint16) (chain.Grant, bool, error) {
 	if ok, err := a.may(path, perm); err != nil || ok {
 		return chain.Grant{}, false, err
@@ -188,10 +195,13 @@ func (a account) grant(path string, perm uint16) (chain.Grant, bool, error) {
 	if err != nil {
 		return chain.Grant{}, false, err
 	}
-	found := false
+	mask := maskOf(entries)
+	added, found := perm, false
 	for i, e := range entries {
 		if e.tag == aclUser && int(e.id) == a.uid {
-			perm &^= e.perm
+			// What the entry had (and the mask withheld) is not ours to
+			// take back.
+			added &^= e.perm
 			entries[i].perm |= perm
 			found = true
 		}
@@ -199,14 +209,15 @@ func (a account) grant(path string, perm uint16) (chain.Grant, bool, error) {
 	if !found {
 		entries = append(entries, aclEntry{aclUser, perm, uint32(a.uid)})
 	}
-	if err := writeACL(path, entries); err != nil {
+	if err := writeACL(path, entries, mask|perm); err != nil {
 		return chain.Grant{}, false, err
 	}
-	return chain.Grant{Path: path, UID: a.uid, Perm: perm}, true, nil
+	return chain.Grant{Path: path, UID: a.uid, Perm: added, Mask: perm &^ mask}, true, nil
 }
 
-// revoke takes back what grant added.
-func revoke(g chain.Grant) error {
+// revoke takes back what grant added, but not the mask bits that others,
+// grants still in force on the same files, need.
+func revoke(g chain.Grant, others []chain.Grant) error {
 	entries, _, err := readACL(g.Path)
 	if errors.Is(err, os.ErrNotExist) {
 		return nil
@@ -222,7 +233,13 @@ func revoke(g chain.Grant) error {
 			entries[i].perm &^= g.Perm
 		}
 	}
-	return writeACL(g.Path, entries)
+	mask := maskOf(entries) &^ g.Mask
+	for _, o := range others {
+		if o.Path == g.Path {
+			mask |= o.Perm
+		}
+	}
+	return writeACL(g.Path, entries, mask)
 }
 
 // revokeUnshared takes back the grants of domain's record in dir that no
@@ -238,7 +255,9 @@ func revokeUnshared(dir, domain string, grants []chain.Grant) error {
 			keep = append(keep, r.Grants...)
 		}
 	}
-	return revokeAll(slices.DeleteFunc(slices.Clone(grants), func(g chain.Grant) bool { return slices.Contains(keep, g) }))
+	return revokeAll(slices.DeleteFunc(slices.Clone(grants), func(g chain.Grant) bool {
+		return slices.ContainsFunc(keep, g.Same)
+	}), keep)
 }
 
 // dropRecord takes back the grants of domain's record in dir that no other
@@ -268,11 +287,11 @@ func sharedGrants(dir string) ([]chain.Grant, error) {
 	return out, nil
 }
 
-// revokeAll takes back grants, the last first.
-func revokeAll(grants []chain.Grant) error {
+// revokeAll takes back grants, the last first, keeping what others need.
+func revokeAll(grants, others []chain.Grant) error {
 	var errs []error
 	for i := len(grants) - 1; i >= 0; i-- {
-		errs = append(errs, revoke(grants[i]))
+		errs = append(errs, revoke(grants[i], others))
 	}
 	return errors.Join(errs...)
 }
@@ -287,7 +306,7 @@ func revokeAll(grants []chain.Grant) error {
 func openTo(a account, dir string, files []string, shared []chain.Grant) ([]chain.Grant, error) {
 	var grants, added []chain.Grant
 	fail := func(err error) ([]chain.Grant, error) {
-		return nil, errors.Join(err, revokeAll(added))
+		return nil, errors.Join(err, revokeAll(added, shared))
 	}
 	for p := filepath.Dir(dir); ; p = filepath.Dir(p) {
 		ok, err := a.may(p, permSearch)
