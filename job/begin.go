@@ -159,12 +159,20 @@ func checkTargets(spec xmlgen.BackupSpec, reuse bool) error {
 // which checkpoint came with it. A job that does not start leaves no
 // checkpoint and no record.
 func Begin(ctx context.Context, dom virt.Domain, plan Plan, reuse bool, rec virt.BackupRecord, notes progress.Notifier) error {
+	rec.Freezing = plan.Freeze.Freeze
 	if err := dom.SetBackupRecord(ctx, rec); err != nil {
 		return fmt.Errorf("domain %q: recording the job: %w", dom.Name(), err)
 	}
 	err := freezeAround(ctx, dom, plan.Freeze, notes, func() error {
 		return dom.BeginBackup(ctx, plan.BackupXML, plan.CheckpointXML, virt.BeginFlags{ReuseExternal: reuse})
 	})
+	if err == nil && rec.Freezing {
+		// Thawed: a vbackup killed from here on leaves nothing frozen.
+		rec.Freezing = false
+		if serr := dom.SetBackupRecord(context.WithoutCancel(ctx), rec); serr != nil {
+			notes.Notef("warning: domain %s: recording that the guest is thawed: %v", dom.Name(), serr)
+		}
+	}
 	if err != nil {
 		_ = dom.ClearBackupRecord(ctx)
 		if plan.Checkpoint != "" {

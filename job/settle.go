@@ -24,6 +24,11 @@ func Settle(ctx context.Context, dom virt.Domain, notes progress.Notifier) error
 	if err != nil || !ok {
 		return err
 	}
+	if rec.Freezing && orphaned(rec) {
+		if err := thawLeft(ctx, dom, &rec, notes); err != nil {
+			return err
+		}
+	}
 	stats, err := dom.Job(ctx, false)
 	if err != nil {
 		return err
@@ -132,6 +137,19 @@ func Ready(ctx context.Context, dom virt.Domain, notes progress.Notifier) error 
 
 // orphaned reports a job read by a 'vbackup backup' process of this host
 // that no longer runs.
+// thawLeft thaws the guest's filesystems that a vbackup killed while they
+// were frozen left so: nothing else would, and the guest's writes hang.
+func thawLeft(ctx context.Context, dom virt.Domain, rec *virt.BackupRecord, notes progress.Notifier) error {
+	if err := dom.ThawFS(ctx); err != nil {
+		return fmt.Errorf("domain %q: vbackup (pid %d) died while the guest's filesystems were frozen, and thawing them failed: %w; run 'virsh domfsthaw %s'",
+			dom.Name(), rec.PID, err, dom.Name())
+	}
+	notes.Notef("note: vbackup (pid %d) died while the filesystems of %s were frozen for the backup into %s; thawed them",
+		rec.PID, dom.Name(), rec.Dir)
+	rec.Freezing = false
+	return dom.SetBackupRecord(ctx, *rec)
+}
+
 func orphaned(rec virt.BackupRecord) bool {
 	if rec.Dir == "" || rec.PID <= 0 {
 		return false

@@ -247,6 +247,10 @@ type BackupRecord struct {
 	Pull       bool      // pull mode (push otherwise)
 	Started    time.Time // when backup-begin started it
 	Discard    bool      // vbackup began ending the job unfinished: its checkpoint must go
+	// Freezing is set before the guest's filesystems are frozen for the
+	// job's start and cleared once they are thawed: a vbackup killed in
+	// between leaves the guest frozen, and the next one thaws it.
+	Freezing bool
 	// Set by 'vbackup backup', whose checkpoint holds data only once a
 	// manifest in Dir names it: the folder, and the process reading the job.
 	Dir  string

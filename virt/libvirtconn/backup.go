@@ -146,6 +146,7 @@ type recordXML struct {
 	Mode       string    `xml:"mode"`
 	Started    string    `xml:"started"`
 	Discard    *struct{} `xml:"discard"`
+	Freezing   *struct{} `xml:"freezing"`
 	Dir        string    `xml:"dir,omitempty"`
 	Host       string    `xml:"host,omitempty"`
 	PID        int       `xml:"pid,omitempty"`
@@ -160,6 +161,9 @@ func (d *Domain) SetBackupRecord(ctx context.Context, rec virt.BackupRecord) err
 	}
 	if rec.Discard {
 		x.Discard = &struct{}{}
+	}
+	if rec.Freezing {
+		x.Freezing = &struct{}{}
 	}
 	doc, err := xml.Marshal(x)
 	if err != nil {
@@ -193,7 +197,7 @@ func (d *Domain) BackupRecord(ctx context.Context) (virt.BackupRecord, bool, err
 		return virt.BackupRecord{}, false, fmt.Errorf("domain %s: vbackup's job record: %w", d.name, err)
 	}
 	rec := virt.BackupRecord{Checkpoint: x.Checkpoint, Pull: x.Mode == "pull", Discard: x.Discard != nil,
-		Dir: x.Dir, Host: x.Host, PID: x.PID}
+		Freezing: x.Freezing != nil, Dir: x.Dir, Host: x.Host, PID: x.PID}
 	rec.Started, _ = time.Parse(time.RFC3339, x.Started)
 	return rec, true, nil
 }

@@ -214,7 +214,7 @@ func Run(t *testing.T, fresh func(t *testing.T) Subject) {
 			t.Fatalf("fresh domain: BackupRecord = %v, %v; want none", ok, err)
 		}
 		want := virt.BackupRecord{Checkpoint: "c9", Pull: true, Started: time.Date(2026, 11, 24, 12, 0, 0, 0, time.UTC),
-			Dir: "/backup/vm1", Host: "host1", PID: 4242}
+			Dir: "/backup/vm1", Host: "host1", PID: 4242, Freezing: true}
 		if err := dom.SetBackupRecord(ctx, want); err != nil {
 			t.Fatal(err)
 		}
@@ -230,7 +230,7 @@ func Run(t *testing.T, fresh func(t *testing.T) Subject) {
 		if err := dom.SetBackupRecord(ctx, virt.BackupRecord{Checkpoint: "c9", Discard: true, Started: want.Started.Add(400 * time.Millisecond)}); err != nil {
 			t.Fatal(err)
 		}
-		if got, ok, err := dom.BackupRecord(ctx); err != nil || !ok || !got.Started.Equal(want.Started) || !got.Discard || got.Pull || got.Dir != "" {
+		if got, ok, err := dom.BackupRecord(ctx); err != nil || !ok || !got.Started.Equal(want.Started) || !got.Discard || got.Pull || got.Dir != "" || got.Freezing {
 			t.Fatalf("second BackupRecord = %+v, %v, %v; want %+v", got, ok, err, want)
 		}
 		if err := dom.ClearBackupRecord(ctx); err != nil {
