@@ -76,11 +76,9 @@ func TestInstantRestoreRelativeFrom(t *testing.T) {
 	}
 }
 
-// Under libvirt's DAC driver an instant restore's disks carry
-// relabel='no', so that starting the domain does not chown the backups
-// below them to QEMU's user; without it (a session daemon) they do not,
-// which libvirt would refuse.
-func TestInstantRestoreKeepsBackupOwners(t *testing.T) {
+// vm1Chain is a folder of one backup of vm1, its definition vm1XML.
+func vm1Chain(t *testing.T) string {
+	t.Helper()
 	dir, _ := makeChain(t, []point{{day: "2026-10-28", off: 0, size: 8}})
 	store, err := chain.Open(dir)
 	if err != nil {
@@ -91,6 +89,15 @@ func TestInstantRestoreKeepsBackupOwners(t *testing.T) {
 	if err := store.Rewrite(store.Backups[0], m); err != nil {
 		t.Fatal(err)
 	}
+	return dir
+}
+
+// Under libvirt's DAC driver an instant restore's disks carry
+// relabel='no', so that starting the domain does not chown the backups
+// below them to QEMU's user; without it (a session daemon) they do not,
+// which libvirt would refuse.
+func TestInstantRestoreKeepsBackupOwners(t *testing.T) {
+	dir := vm1Chain(t)
 	for _, models := range [][]virt.SecurityModel{{{Name: "selinux"}, {Name: "dac"}}, nil} {
 		conn := virtfake.New()
 		if models != nil {
@@ -124,16 +131,7 @@ func TestInstantRestoreKeepsBackupOwners(t *testing.T) {
 // QEMU none.
 func TestInstantRestoreOpensToQEMUsDACAccount(t *testing.T) {
 	testbed.NeedRoot(t, "giving overlays and read access to another user")
-	dir, _ := makeChain(t, []point{{day: "2026-10-28", off: 0, size: 8}})
-	store, err := chain.Open(dir)
-	if err != nil {
-		t.Fatal(err)
-	}
-	m := store.Backups[0].Manifest
-	m.Domain.XML = vm1XML
-	if err := store.Rewrite(store.Backups[0], m); err != nil {
-		t.Fatal(err)
-	}
+	dir := vm1Chain(t)
 	// t.TempDir's folders are 0700; QEMU's user must pass through them.
 	for p := filepath.Dir(dir); p != os.TempDir(); p = filepath.Dir(p) {
 		if err := os.Chmod(p, 0o755); err != nil {
