@@ -224,7 +224,10 @@ func runBackupBegin(ctx context.Context, env *Env, opts backupBeginOptions) erro
 			return err
 		}
 	}
-	sockets := job.DefaultSockets(env.Getenv)
+	sockets, err := sockets(ctx, env)
+	if err != nil {
+		return err
+	}
 	plan, err := job.NewPlan(ctx, dom, job.PlanRequest{Spec: opts.Spec, Server: opts.Server, CheckpointDescription: opts.CheckpointDescription,
 		BackupXML: opts.backupXML, BackupXMLFile: opts.BackupXMLFile, CheckpointXML: opts.checkpointXML, CheckpointXMLFile: opts.CheckpointXMLFile,
 		ReuseExternal: opts.ReuseExternal, Local: job.LocalURI(conn.URI()), Sockets: sockets, Now: env.Now()},
