@@ -92,9 +92,6 @@ func prepareServer(ctx context.Context, sockets Sockets, domain string, disks []
 		return &xmlgen.Server{Socket: sock, TLS: req.Spec.TLS}, nil
 	}
 	srv := req.Spec
-	if srv.Socket != "" && sockets.Host != nil {
-		return nil, fmt.Errorf("--server unix:%s is a path on this host, and libvirtd runs on %s: leave --server out (vbackup makes the socket there and reads it through SSH), or use --server tcp:HOST:PORT --tls", srv.Socket, sockets.Host.Name)
-	}
 	if srv.Socket != "" {
 		if _, err := os.Stat(srv.Socket); err == nil {
 			return nil, fmt.Errorf("--server unix:%s: a file is already there; remove it or pick another path", srv.Socket)
