@@ -35,8 +35,9 @@ func (h *Host) Forward(ctx context.Context, remote string) (*Forward, error) {
 	}
 	local := filepath.Join(dir, "nbd.sock")
 	fctx, stop := context.WithCancel(context.WithoutCancel(ctx))
-	cmd := h.command(fctx, []string{"-N", "-o", "ExitOnForwardFailure=yes", "-o", "StreamLocalBindUnlink=yes",
-		"-o", "ServerAliveInterval=15", "-L", local + ":" + remote}, "")
+	opts := append([]string{"-N", "-o", "ExitOnForwardFailure=yes", "-o", "StreamLocalBindUnlink=yes",
+		"-o", "ServerAliveInterval=15", "-L", local + ":" + remote}, h.cipherOpts(ctx)...)
+	cmd := h.command(fctx, opts, "")
 	var stderr bytes.Buffer
 	cmd.Stderr = &stderr
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGTERM}
