@@ -57,6 +57,18 @@ func restoreSums(t *testing.T, dir, at string, disks ...string) map[string]strin
 	return sums
 }
 
+// remoteSocketGone fails t if the pull job's socket folder of dom stayed
+// on the host.
+func remoteSocketGone(t *testing.T, host *testbed.Remote, dom string) {
+	t.Helper()
+	out := host.SSH(t, "ls /tmp/vbackup-$(id -u) 2>/dev/null || true")
+	for _, f := range strings.Fields(out) {
+		if f == dom {
+			t.Errorf("the remote socket folder of %s stayed: %s", dom, out)
+		}
+	}
+}
+
 // noForwardLeft fails t if a forwarded socket's folder stayed here.
 func noForwardLeft(t *testing.T, before []string) {
 	t.Helper()
@@ -85,9 +97,7 @@ func TestRemoteBackupFullThenIncremental(t *testing.T) {
 		}
 	}
 	// The socket's folder on the host goes with the job.
-	if out := host.SSH(t, "ls /tmp/vbackup-$(id -u) 2>/dev/null || true"); strings.Contains(out, dom) {
-		t.Errorf("the remote socket folder of %s stayed: %s", dom, out)
-	}
+	remoteSocketGone(t, host, dom)
 
 	host.Write(t, dom, "vda", 0xcd, 4<<20, 512<<10)
 	r = vb(t, remoteOpen, "-c", host.URI(), "backup", dom, "--to", dir, "--quiesce", "no")
@@ -155,9 +165,7 @@ func TestRemoteBeginFetchAndEnd(t *testing.T) {
 	if got := testbed.RawSum(t, filepath.Join(d2, "vda.qcow2")); got != want {
 		t.Errorf("backup-fetch of the incremental over the full reads %s, the remote disk reads %s", got, want)
 	}
-	if out := host.SSH(t, "ls /tmp/vbackup-$(id -u) 2>/dev/null || true"); strings.Contains(out, dom) {
-		t.Errorf("the remote socket folder of %s stayed after backup-end: %s", dom, out)
-	}
+	remoteSocketGone(t, host, dom)
 }
 
 // What SSH refuses is told with what to do, exits 1 and changes nothing:
