@@ -82,8 +82,7 @@ func (h *Host) user() string {
 	return "your user"
 }
 
-// said is ssh's message on one line, without its warnings about keys
-// it could not read (named in the advice instead).
+// said is ssh's message on one line.
 func said(msg string) string {
 	var keep []string
 	for _, l := range strings.Split(msg, "\n") {
