@@ -122,10 +122,14 @@ func runBackup(ctx context.Context, env *Env, opts backupOptions) error {
 	if opts.DryRun {
 		return runBackupDryRun(ctx, env, dom, opts)
 	}
+	socks, err := sockets(ctx, env)
+	if err != nil {
+		return err
+	}
 	out := newOutput(env, opts.JSON, opts.Quiet)
 	host, _ := os.Hostname()
 	req := engine.BackupRequest{Dir: opts.Dir, Level: opts.Level, Disks: opts.Disks, Push: opts.Push, MaxChain: opts.MaxChain, Compress: opts.Compress, Now: env.Now,
-		Host: host, PID: os.Getpid(), Sockets: job.DefaultSockets(env.Getenv), Reconnect: env.Reconnect, Quiesce: opts.Quiesce}
+		Host: host, PID: os.Getpid(), Sockets: socks, Reconnect: env.Reconnect, Quiesce: opts.Quiesce}
 	b, err := engine.PrepareBackup(ctx, dom, req, out.notes)
 	if err != nil {
 		return err

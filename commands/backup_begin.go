@@ -224,7 +224,14 @@ func runBackupBegin(ctx context.Context, env *Env, opts backupBeginOptions) erro
 			return err
 		}
 	}
-	sockets := job.DefaultSockets(env.Getenv)
+	sockets, err := sockets(ctx, env)
+	if err != nil {
+		return err
+	}
+	if sockets.Remote() && opts.Server.Set && opts.Server.Spec.Socket != "" {
+		return &UsageError{Err: fmt.Errorf("--server unix:%s names a path on this host, and libvirtd runs on %s: leave --server out "+
+			"(vbackup makes the socket there and reads it through SSH), or use --server tcp:HOST:PORT --tls", opts.Server.Spec.Socket, sockets.Host.Name)}
+	}
 	plan, err := job.NewPlan(ctx, dom, job.PlanRequest{Spec: opts.Spec, Server: opts.Server, CheckpointDescription: opts.CheckpointDescription,
 		BackupXML: opts.backupXML, BackupXMLFile: opts.BackupXMLFile, CheckpointXML: opts.checkpointXML, CheckpointXMLFile: opts.CheckpointXMLFile,
 		ReuseExternal: opts.ReuseExternal, Local: job.LocalURI(conn.URI()), Sockets: sockets, Now: env.Now()},

@@ -9,7 +9,6 @@ import (
 	"github.com/urfave/cli/v3"
 
 	"vbackup/engine"
-	"vbackup/job"
 	"vbackup/virt"
 )
 
@@ -28,10 +27,14 @@ func dryRunFlags(cmd *cli.Command) error {
 // runBackupDryRun prints what 'vbackup backup' would do, per disk, and
 // changes nothing: no lock, no job, no checkpoint, no folder.
 func runBackupDryRun(ctx context.Context, env *Env, dom virt.Domain, opts backupOptions) error {
+	socks, err := sockets(ctx, env)
+	if err != nil {
+		return err
+	}
 	out := newOutput(env, opts.JSON, false)
 	host, _ := os.Hostname()
 	req := engine.BackupRequest{Dir: opts.Dir, Level: opts.Level, Disks: opts.Disks, MaxChain: opts.MaxChain, Now: env.Now,
-		Host: host, PID: os.Getpid(), Sockets: job.DefaultSockets(env.Getenv), DryRun: true}
+		Host: host, PID: os.Getpid(), Sockets: socks, DryRun: true}
 	b, err := engine.PrepareBackup(ctx, dom, req, out.notes)
 	if err != nil {
 		return err

@@ -60,7 +60,9 @@ func runBackupEnd(ctx context.Context, env *Env, opts backupEndOptions) error {
 		return err
 	}
 	if j.Pull {
-		job.DefaultSockets(env.Getenv).Remove(dom.Name())
+		if socks, err := sockets(ctx, env); err == nil {
+			socks.Remove(dom.Name())
+		}
 		notes.Infof("Backup job of domain %s ended.", dom.Name())
 		if opts.DiscardCheckpoint {
 			if !j.HasRecord {

@@ -106,12 +106,16 @@ func runBackupFetch(ctx context.Context, env *Env, opts backupFetchOptions) erro
 // fetchInto reads the exports of a running pull job into opts.Dir and says
 // where each disk went.
 func fetchInto(ctx context.Context, env *Env, out output, dom virt.Domain, j *job.Job, opts backupFetchOptions) error {
+	socks, err := sockets(ctx, env)
+	if err != nil {
+		return err
+	}
 	certDirs := job.DefaultCertDirs(env.Getenv("HOME"))
 	if env.CertDirs != nil {
 		certDirs = env.CertDirs()
 	}
 	res, err := job.Fetch(ctx, j, dom.Name(), job.FetchRequest{Dir: opts.Dir, Disks: opts.Disks, Format: opts.Format, Backing: opts.Backing,
-		Connections: opts.Connections, TLSCerts: opts.TLSCerts, CertDirs: certDirs, Printer: out.printer, Notes: out.notes, Now: env.Now})
+		Connections: opts.Connections, TLSCerts: opts.TLSCerts, CertDirs: certDirs, Printer: out.printer, Notes: out.notes, Now: env.Now, Sockets: socks})
 	if err != nil {
 		return err
 	}

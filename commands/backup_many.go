@@ -116,11 +116,15 @@ func runBackupMany(ctx context.Context, env *Env, opts backupOptions) error {
 	if err != nil {
 		return err
 	}
+	socks, err := job.SocketsFor(conn.URI(), env.Getenv)
+	if err != nil {
+		return err
+	}
 	host, _ := os.Hostname()
 	// No Reconnect: the other domains' handles belong to the connection
 	// it would replace.
 	tmpl := engine.BackupRequest{Level: opts.Level, Push: opts.Push, MaxChain: opts.MaxChain, Compress: opts.Compress, Now: env.Now,
-		Host: host, PID: os.Getpid(), Sockets: job.DefaultSockets(env.Getenv)}
+		Host: host, PID: os.Getpid(), Sockets: socks}
 	req := engine.ManyRequest{Names: opts.Many.Domains, All: opts.Many.All, Exclude: opts.Many.Exclude, Root: opts.Dir,
 		Parallel: opts.Many.Parallel, Backup: tmpl}
 	out := newManyOutput(env, opts.Quiet)

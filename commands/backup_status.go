@@ -95,7 +95,11 @@ func runBackupStatus(ctx context.Context, env *Env, opts backupStatusOptions) er
 			})
 			defer intr.stop()
 			out := newOutput(env, opts.JSON, opts.Quiet)
-			return intr.wrap(job.Watch(ctx, dom, watchOptions(env, out, job.DefaultSockets(env.Getenv), 0)))
+			socks, err := sockets(ctx, env)
+			if err != nil {
+				return err
+			}
+			return intr.wrap(job.Watch(ctx, dom, watchOptions(env, out, socks, 0)))
 		}
 	}
 	st := jsonStatus{Domain: dom.Name(), Disks: []jsonDisk{}}

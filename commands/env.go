@@ -11,6 +11,7 @@ import (
 
 	"golang.org/x/term"
 
+	"vbackup/sshhost"
 	"vbackup/virt"
 )
 
@@ -84,7 +85,13 @@ func (e *Env) Conn(ctx context.Context) (virt.Conn, error) {
 		if e.debug {
 			debug = e.Stderr
 		}
+		// A keyfile= that is not there is told before libvirt's ssh
+		// quietly falls back to other keys.
+		if _, _, e.err = sshhost.FromURI(e.openURI()); e.err != nil {
+			return
+		}
 		e.conn, e.err = e.Open(ctx, e.uri, debug)
+		e.err = explainOpen(e.openURI(), e.err)
 	})
 	return e.conn, e.err
 }
@@ -101,6 +108,14 @@ func (e *Env) Reconnect(ctx context.Context) (virt.Conn, error) {
 	}
 	e.conn, e.err = e.Open(ctx, e.uri, debug)
 	return e.conn, e.err
+}
+
+// openURI is the URI the connection is opened with, as libvirt takes it.
+func (e *Env) openURI() string {
+	if e.uri != "" {
+		return e.uri
+	}
+	return e.Getenv("LIBVIRT_DEFAULT_URI")
 }
 
 // close closes the connection if a command opened one.

@@ -49,9 +49,14 @@ func (b *Backup) pull(ctx context.Context, printer progress.Printer) (map[string
 	if !ok {
 		return nil, fmt.Errorf("domain %q: the pull job ended before its exports could be read", b.dom.Name())
 	}
+	srv, done, err := b.req.Sockets.Reach(ctx, j.Server)
+	if err != nil {
+		return nil, fmt.Errorf("domain %q: %w", b.dom.Name(), err)
+	}
+	defer done()
 	var disks []exportfetch.Disk
 	for _, d := range j.Disks {
-		fd := exportfetch.Disk{Name: d.Name, URI: j.ExportURI(d), Format: "qcow2", Bitmap: d.Bitmap(),
+		fd := exportfetch.Disk{Name: d.Name, URI: job.NBDURI(srv, d.ExportName), Format: "qcow2", Bitmap: d.Bitmap(),
 			Path: filepath.Join(b.pending.Dir(), d.Name+".qcow2"), Compress: b.req.Compress}
 		if fd.Bitmap != "" {
 			prev, _ := b.dec.From.Disk(d.Name)

@@ -82,7 +82,7 @@ func NewPlan(ctx context.Context, dom virt.Domain, req PlanRequest, notes progre
 		plan.Pull = spec.Pull
 		var err error
 		if spec.Pull {
-			if spec.Server, err = prepareServer(req.Sockets, dom.Name(), disks, req.Server, req.Local); err != nil {
+			if spec.Server, err = prepareServer(ctx, req.Sockets, dom.Name(), disks, req.Server, req.Local); err != nil {
 				return plan, err
 			}
 		}

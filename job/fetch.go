@@ -29,6 +29,7 @@ type FetchRequest struct {
 	Connections int      // NBD connections per disk
 	TLSCerts    string   // client certificates of a TLS export; "" to look in CertDirs
 	CertDirs    []string // the folders searched for client certificates
+	Sockets     Sockets  // how the job's socket is reached from here (remote.go)
 	Printer     progress.Printer
 	Notes       progress.Notifier
 	Now         func() time.Time
@@ -56,6 +57,11 @@ func Fetch(ctx context.Context, j *Job, domain string, req FetchRequest) (export
 	if err != nil {
 		return exportfetch.Result{}, err
 	}
+	srv, done, err := req.Sockets.Reach(ctx, j.Server)
+	if err != nil {
+		return exportfetch.Result{}, fmt.Errorf("domain %q: %w", domain, err)
+	}
+	defer done()
 	var disks []exportfetch.Disk
 	var probe string // the export that tells whether TLS works
 	for _, d := range j.Disks {
@@ -65,7 +71,7 @@ func Fetch(ctx context.Context, j *Job, domain string, req FetchRequest) (export
 		if probe == "" {
 			probe = d.ExportName
 		}
-		fd := exportfetch.Disk{Name: d.Name, URI: exportURI(j.Server, d.ExportName, certs), Format: req.Format, Bitmap: d.Bitmap()}
+		fd := exportfetch.Disk{Name: d.Name, URI: exportURI(srv, d.ExportName, certs), Format: req.Format, Bitmap: d.Bitmap()}
 		if fd.Bitmap != "" {
 			// Only a qcow2 can hold just the changed extents over a backing file.
 			fd.Format = "qcow2"
@@ -91,7 +97,7 @@ func Fetch(ctx context.Context, j *Job, domain string, req FetchRequest) (export
 	if j.Server.TLS && probe != "" {
 		// Before anything is written: a certificate problem is then told
 		// once, with what to do, and leaves no folder or file behind.
-		if err := checkTLS(ctx, domain, j.Server, probe, certs); err != nil {
+		if err := checkTLS(ctx, domain, srv, probe, certs); err != nil {
 			return exportfetch.Result{}, err
 		}
 	}

@@ -1,6 +1,7 @@
 package job
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"net"
@@ -10,6 +11,7 @@ import (
 	"strconv"
 	"strings"
 
+	"vbackup/sshhost"
 	"vbackup/virt"
 	"vbackup/xmlgen"
 )
@@ -72,7 +74,11 @@ func joinHostPort(host string, port int) string {
 // prepareServer settles the pull job's NBD server: a private unix socket by
 // default, a free port for tcp:HOST, and the checks that need the network.
 // local says whether libvirtd runs on this host, so that ports can be tried.
-func prepareServer(sockets Sockets, domain string, disks []virt.Disk, req ServerRequest, local bool) (*xmlgen.Server, error) {
+func prepareServer(ctx context.Context, sockets Sockets, domain string, disks []virt.Disk, req ServerRequest, local bool) (*xmlgen.Server, error) {
+	if !req.Set && sockets.Host != nil {
+		// On libvirtd's host, through SSH (remote.go).
+		return sockets.remoteServer(ctx, domain, disks, req.Spec.TLS)
+	}
 	if !req.Set {
 		dir, err := sockets.dir(domain, disks)
 		if err != nil {
@@ -119,19 +125,23 @@ func prepareServer(sockets Sockets, domain string, disks []virt.Disk, req Server
 	return &srv, nil
 }
 
-// Sockets is where pull jobs' private socket folders live: Base/DOMAIN.
-type Sockets struct{ Base string }
+// Sockets is where pull jobs' private socket folders live: Base/DOMAIN,
+// on libvirtd's host: here, or Host's, reached over SSH (remote.go).
+type Sockets struct {
+	Base string
+	Host *sshhost.Host // nil: libvirtd runs here
+}
 
 // DefaultSockets is under /run when vbackup runs as root, else under
 // $XDG_RUNTIME_DIR (getenv reads the environment).
 func DefaultSockets(getenv func(string) string) Sockets {
 	if os.Geteuid() == 0 {
-		return Sockets{"/run/vbackup"}
+		return Sockets{Base: "/run/vbackup"}
 	}
 	if rt := getenv("XDG_RUNTIME_DIR"); rt != "" {
-		return Sockets{filepath.Join(rt, "vbackup")}
+		return Sockets{Base: filepath.Join(rt, "vbackup")}
 	}
-	return Sockets{filepath.Join(os.TempDir(), fmt.Sprintf("vbackup-%d", os.Geteuid()))}
+	return Sockets{Base: filepath.Join(os.TempDir(), fmt.Sprintf("vbackup-%d", os.Geteuid()))}
 }
 
 // socketName is the pull job's socket in its folder.
@@ -160,12 +170,20 @@ func (s Sockets) dir(domain string, disks []virt.Disk) (string, error) {
 // does not keep a folder for every domain ever backed up. Only an empty
 // folder goes: a live socket keeps it.
 func (s Sockets) Remove(domain string) {
+	if s.Host != nil {
+		s.removeRemote(domain, false)
+		return
+	}
 	_ = os.Remove(filepath.Join(s.Base, domain))
 }
 
 // RemoveDead is Remove for a domain whose QEMU died: its socket stayed, and
 // nothing serves it.
 func (s Sockets) RemoveDead(domain string) {
+	if s.Host != nil {
+		s.removeRemote(domain, true)
+		return
+	}
 	_ = os.Remove(filepath.Join(s.Base, domain, socketName))
 	s.Remove(domain)
 }

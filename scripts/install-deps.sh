@@ -19,6 +19,7 @@ packages=(
   swtpm swtpm-tools                                     # an emulated TPM: the TPM-state tests of restore
   linux-image-amd64 busybox-static qemu-guest-agent cpio e2fsprogs # the booted test guest (scripts/guest.sh)
   systemd                                               # systemd-analyze verify of contrib/systemd/
+  openssh-server openssh-client iproute2                # the remote test host (scripts/remotehost.sh): sshd, ssh, ip netns
 )
 
 missing=()

@@ -90,6 +90,9 @@ func Main(m *testing.M) int {
 			if err := teardown(); err != nil {
 				fmt.Fprintf(os.Stderr, "testbed: %v\n", err)
 			}
+			if err := teardownRemote(); err != nil {
+				fmt.Fprintf(os.Stderr, "testbed: %v\n", err)
+			}
 			code := 1
 			if s, ok := sig.(syscall.Signal); ok {
 				code = 128 + int(s)
@@ -105,6 +108,12 @@ func Main(m *testing.M) int {
 	signal.Stop(sigc)
 	close(stop)
 	if err := teardown(); err != nil {
+		fmt.Fprintf(os.Stderr, "testbed: %v\n", err)
+		if code == 0 {
+			code = 1
+		}
+	}
+	if err := teardownRemote(); err != nil {
 		fmt.Fprintf(os.Stderr, "testbed: %v\n", err)
 		if code == 0 {
 			code = 1
