@@ -121,6 +121,11 @@ func runBackupMany(ctx context.Context, env *Env, opts backupOptions) error {
 	// it would replace.
 	tmpl := engine.BackupRequest{Level: opts.Level, Push: opts.Push, MaxChain: opts.MaxChain, Compress: opts.Compress, Now: env.Now,
 		Host: host, PID: os.Getpid(), Sockets: job.DefaultSockets(env.Getenv)}
+	var told io.Writer // one limiter for every domain: the cap is the run's
+	if !opts.Quiet {
+		told = env.Stderr
+	}
+	tmpl.Limit = newLimiter(progress.NewNotifier(told, nil), opts.BWLimit)
 	req := engine.ManyRequest{Names: opts.Many.Domains, All: opts.Many.All, Exclude: opts.Many.Exclude, Root: opts.Dir,
 		Parallel: opts.Many.Parallel, Backup: tmpl}
 	out := newManyOutput(env, opts.Quiet)

@@ -13,14 +13,15 @@ import (
 )
 
 type restoreOptions struct {
-	From   string   // the backup folder
-	To     string   // where the images go
-	At     string   // a backup (checkpoint) name, or latest
-	Format string   // of the images: qcow2 or raw
-	Disks  []string // only these; all by default
-	Define string   // define a domain of this name on the images
-	JSON   bool
-	Quiet  bool
+	From    string   // the backup folder
+	To      string   // where the images go
+	At      string   // a backup (checkpoint) name, or latest
+	Format  string   // of the images: qcow2 or raw
+	Disks   []string // only these; all by default
+	Define  string   // define a domain of this name on the images
+	BWLimit int64    // bytes per second read from the backup; 0: no cap
+	JSON    bool
+	Quiet   bool
 
 	Instant bool              // overlays on the backup instead of copies (restore_instant.go)
 	Start   bool              // start the defined domain
@@ -47,6 +48,7 @@ func newRestoreCommand(env *Env, run func(context.Context, *Env, restoreOptions)
 			&cli.StringFlag{Name: "define", Usage: "define a new domain `NAME` running from the restored images"},
 			&cli.BoolFlag{Name: "json", Usage: "print progress as JSON lines on stdout"},
 			&cli.BoolFlag{Name: "quiet", Aliases: []string{"q"}, Usage: "print only errors"},
+			bwlimitFlag("read from the backup"),
 		}, instantFlags()...),
 		Action: func(ctx context.Context, cmd *cli.Command) error {
 			globals(env, cmd)
@@ -64,6 +66,9 @@ func newRestoreCommand(env *Env, run func(context.Context, *Env, restoreOptions)
 				return err
 			}
 			if err := restoreModes(cmd, opts); err != nil {
+				return err
+			}
+			if opts.BWLimit, err = bwlimitOption(cmd); err != nil {
 				return err
 			}
 			if opts.Format != "qcow2" && opts.Format != "raw" {
@@ -101,6 +106,7 @@ func runRestore(ctx context.Context, env *Env, opts restoreOptions) error {
 		}
 	}
 	out := newOutput(env, opts.JSON, opts.Quiet)
+	req.Limit = newLimiter(out.notes, opts.BWLimit)
 	ctx, intr := interruptible(ctx, env, interruptText{ending: "stopping the restore; no image is kept"})
 	defer intr.stop()
 	res, err := engine.Restore(ctx, req, out.printer, out.notes)

@@ -12,6 +12,7 @@ import (
 	"vbackup/chain"
 	"vbackup/contentsum"
 	exportfetch "vbackup/fetch"
+	"vbackup/nbd"
 	"vbackup/progress"
 	"vbackup/qemunbd"
 	"vbackup/virt"
@@ -31,6 +32,7 @@ type RestoreRequest struct {
 	Targets map[string]string
 	Conn    virt.Conn
 	Now     func() time.Time
+	Limit   *nbd.Limiter // caps the rate of the data read from the backup; nil: no cap
 }
 
 // Restored is what a restore wrote.
@@ -157,7 +159,7 @@ func copyChains(ctx context.Context, b *chain.Backup, disks []exportfetch.Disk, 
 		disks[i].URI = srv.URI()
 	}
 	notes.Infof("Restoring backup %s (%s, %s) into %s", b.Name(), b.Time.Local().Format(time.DateTime), b.Level, req.To)
-	if _, err := exportfetch.Run(ctx, disks, exportfetch.Options{Printer: printer, Now: req.Now, What: "restore", KeepCache: true}); err != nil {
+	if _, err := exportfetch.Run(ctx, disks, exportfetch.Options{Printer: printer, Now: req.Now, What: "restore", KeepCache: true, Limit: req.Limit}); err != nil {
 		// Run removed what it wrote; what is there now is not ours.
 		return fmt.Errorf("restoring backup %s: %w; no image was kept", b.Name(), err)
 	}
