@@ -20,6 +20,7 @@ type restoreOptions struct {
 	Disks   []string // only these; all by default
 	Define  string   // define a domain of this name on the images
 	BWLimit int64    // bytes per second read from the backup; 0: no cap
+	Pool    string   // with Define: the images go into this storage pool (restore_pool.go)
 	JSON    bool
 	Quiet   bool
 
@@ -38,7 +39,7 @@ func newRestoreCommand(env *Env, run func(context.Context, *Env, restoreOptions)
 			"is then read back and its content checksum compared with the manifest. Existing\n" +
 			"files are never written over. --define NAME also defines a new domain (started with --start)\n" +
 			"from the saved definition: the new name, a new UUID and MAC addresses, and its disks\n" +
-			"on the restored images.\n\n" + instantHelp,
+			"on the restored images.\n\n" + instantHelp + poolHelp,
 		Flags: append([]cli.Flag{
 			&cli.StringFlag{Name: "from", Usage: "the backup folder `DIR`"},
 			&cli.StringFlag{Name: "to", Usage: "write the images into `OUTDIR` (created if missing)"},
@@ -49,6 +50,7 @@ func newRestoreCommand(env *Env, run func(context.Context, *Env, restoreOptions)
 			&cli.BoolFlag{Name: "json", Usage: "print progress as JSON lines on stdout"},
 			&cli.BoolFlag{Name: "quiet", Aliases: []string{"q"}, Usage: "print only errors"},
 			bwlimitFlag("read from the backup"),
+			poolFlag(),
 		}, instantFlags()...),
 		Action: func(ctx context.Context, cmd *cli.Command) error {
 			globals(env, cmd)
@@ -58,11 +60,14 @@ func newRestoreCommand(env *Env, run func(context.Context, *Env, restoreOptions)
 			var err error
 			opts := restoreOptions{From: cmd.String("from"), To: cmd.String("to"), At: cmd.String("at"), Format: cmd.String("format"),
 				Disks: cmd.StringSlice("disk"), Define: cmd.String("define"), JSON: cmd.Bool("json"), Quiet: cmd.Bool("quiet"),
-				Instant: cmd.Bool("instant"), Start: cmd.Bool("start"), Finish: cmd.String("finish")}
+				Instant: cmd.Bool("instant"), Start: cmd.Bool("start"), Finish: cmd.String("finish"), Pool: cmd.String("pool")}
 			if err := exclusive(cmd, "json", "quiet"); err != nil {
 				return err
 			}
 			if opts.Disks, opts.Targets, err = splitTargets(cmd, opts.Disks); err != nil {
+				return err
+			}
+			if err := poolFlags(cmd, opts); err != nil {
 				return err
 			}
 			if err := restoreModes(cmd, opts); err != nil {
@@ -98,7 +103,7 @@ func runRestore(ctx context.Context, env *Env, opts restoreOptions) error {
 		return runRestoreInstant(ctx, env, opts)
 	}
 	req := engine.RestoreRequest{From: opts.From, At: opts.At, To: opts.To, Format: opts.Format, Disks: opts.Disks, Define: opts.Define, Now: env.Now,
-		Targets: opts.Targets}
+		Targets: opts.Targets, Pool: opts.Pool}
 	if opts.Define != "" {
 		var err error
 		if req.Conn, err = env.Conn(ctx); err != nil {
@@ -113,6 +118,10 @@ func runRestore(ctx context.Context, env *Env, opts restoreOptions) error {
 	// The images are told even when defining the domain on them failed:
 	// they are kept.
 	for _, d := range res.Disks {
+		if d.Volume != "" {
+			out.notes.Infof("  %-6s -> volume %s of pool %s: %s (%s, content checksum matched the manifest before the upload)", d.Name, d.Volume, opts.Pool, d.Path, progress.Capacity(d.Size))
+			continue
+		}
 		out.notes.Infof("  %-6s -> %s (%s, content checksum matches the manifest)", d.Name, d.Path, progress.Capacity(d.Size))
 	}
 	if err != nil {

@@ -33,6 +33,10 @@ type RestoreRequest struct {
 	Conn    virt.Conn
 	Now     func() time.Time
 	Limit   *nbd.Limiter // caps the rate of the data read from the backup; nil: no cap
+	// Pool, with Define, puts the images into this storage pool of Conn's
+	// host as volumes, uploaded over the connection (restore_pool.go); To
+	// is then where they are staged, if given.
+	Pool string
 }
 
 // Restored is what a restore wrote.
@@ -46,6 +50,7 @@ type Restored struct {
 type RestoredDisk struct {
 	Name, Path string
 	Size       uint64
+	Volume     string // with RestoreRequest.Pool: the volume's name (Path is its path on the pool's host)
 }
 
 // Restore writes each disk of the backup req.At names as one image, reads
@@ -53,6 +58,9 @@ type RestoredDisk struct {
 // when asked. Everything that could refuse is asked before anything is
 // written; a failed restore keeps no image.
 func Restore(ctx context.Context, req RestoreRequest, printer progress.Printer, notes progress.Notifier) (Restored, error) {
+	if req.Pool != "" {
+		return restoreIntoPool(ctx, req, printer, notes)
+	}
 	var out Restored
 	store, err := OpenFolder(req.From)
 	if err != nil {
