@@ -34,8 +34,9 @@ const manyHelp = "\n\nMANY DOMAINS: 'vbackup backup DOMAIN... --to DIR' (two or 
 	"DIR/DOMAIN/, a chain of its own, --parallel N at a time (default 1), in one\n" +
 	"process. A name with characters other than letters, digits and ._+-@,=: gets\n" +
 	"them written %XX in its folder name ('a/b' -> DIR/a%2Fb). One domain failing\n" +
-	"stops none of the others; a name not found fails that domain only. --all skips\n" +
-	"shut-off domains, saying so. Progress and each domain's account go to stderr,\n" +
+	"stops none of the others; a name not found fails that domain only. --all backs\n" +
+	"up shut-off domains too, from their images (with --push it skips them, saying\n" +
+	"so: a push needs the domain running). Progress and each domain's account go to stderr,\n" +
 	"each line after the domain's name (on a terminal: a bar per running disk); the\n" +
 	"result is the summary table on stdout (DOMAIN LEVEL COPIED TIME RESULT), the\n" +
 	"data a script or a monitor reads, or with --json one object per domain and\n" +
