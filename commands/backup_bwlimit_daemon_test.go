@@ -117,3 +117,25 @@ func TestBackupManyBWLimitDaemon(t *testing.T) {
 		t.Errorf("the run took %v; at one shared cap of 4 MiB/s its %s take at least %v", wall, fmt.Sprint(total), least)
 	}
 }
+
+// backup-begin --pull --fetch under --bwlimit reads at the cap too: 12 MiB
+// at 4M take about 3 s, and the copy's result line says so.
+func TestBackupBeginFetchBWLimitDaemon(t *testing.T) {
+	open, bed := realDaemon(t)
+	dom := bed.Domain(t, "vda:qcow2:64M")
+	bed.Write(t, dom, "vda", 0x63, 0, 12<<20)
+	out := t.TempDir()
+	start := time.Now()
+	r := vb(t, open, "backup-begin", dom, "--pull", "--fetch", out+"/f", "--bwlimit", "4M", "--json")
+	wall := time.Since(start)
+	wantCode(t, r, ExitOK)
+	res := copyResult(t, r.stdout)
+	rate := float64(res.Bytes) / (float64(res.ElapsedMS) / 1000)
+	t.Logf("fetched %d bytes in %d ms: %.2f MiB/s; wall %v", res.Bytes, res.ElapsedMS, rate/(1<<20), wall)
+	if res.Bytes < 12<<20 || rate < 0.8*testCap || rate > 1.2*testCap {
+		t.Errorf("the fetch copied %d bytes at %.2f MiB/s; want 12 MiB within 20%% of 4 MiB/s", res.Bytes, rate/(1<<20))
+	}
+	if least := time.Duration(float64(res.Bytes-testCap/10-256<<10) / testCap * float64(time.Second)); wall < least {
+		t.Errorf("the fetch took %v; at 4 MiB/s it takes at least %v", wall, least)
+	}
+}
