@@ -68,3 +68,17 @@ func newLimiter(notes progress.Notifier, bytesPerSecond int64) *nbd.Limiter {
 	notes.Infof("Reading at most %s/s (--bwlimit), for the whole run", progress.Capacity(uint64(bytesPerSecond)))
 	return nbd.NewLimiter(bytesPerSecond)
 }
+
+// restoreBWLimit refuses --bwlimit where a restore reads nothing through
+// vbackup's copy: an instant restore (overlays), --finish (QEMU's block
+// pull), and a disk written onto its NAME=TARGET (by qemu-img).
+func restoreBWLimit(cmd *cli.Command, opts restoreOptions) error {
+	switch {
+	case opts.BWLimit == 0:
+	case opts.Instant || opts.Finish != "":
+		return usageErrorf(cmd, "--bwlimit caps the copy of a restore: --instant and --finish copy nothing through vbackup; leave it out")
+	case len(opts.Targets) > 0:
+		return usageErrorf(cmd, "--bwlimit cannot cap a disk written onto its NAME=TARGET (qemu-img writes it); leave out one of them")
+	}
+	return nil
+}

@@ -62,6 +62,8 @@ func TestBWLimitFlags(t *testing.T) {
 		{[]string{"backup-fetch", "vm1", "--to", "/b", "--bwlimit", "4Q"}, `--bwlimit "4Q": give the cap`},
 		{[]string{"backup-begin", "vm1", "--pull", "--bwlimit", "4M"}, "--bwlimit"},
 		{[]string{"restore", "--from", "/b", "--to", "/r", "--bwlimit", ""}, `--bwlimit "": give the cap`},
+		{[]string{"restore", "--from", "/b", "--to", "/r", "--define", "v2", "--instant", "--bwlimit", "4M"}, "--instant and --finish copy nothing through vbackup"},
+		{[]string{"restore", "--from", "/b", "--disk", "vda=/dev/sdz", "--bwlimit", "4M"}, "--bwlimit cannot cap a disk written onto its NAME=TARGET"},
 	} {
 		var r result
 		switch tc.args[0] {

@@ -76,6 +76,9 @@ func newRestoreCommand(env *Env, run func(context.Context, *Env, restoreOptions)
 			if opts.BWLimit, err = bwlimitOption(cmd); err != nil {
 				return err
 			}
+			if err := restoreBWLimit(cmd, opts); err != nil {
+				return err
+			}
 			if opts.Format != "qcow2" && opts.Format != "raw" {
 				return usageErrorf(cmd, "--format %q: use qcow2 or raw", opts.Format)
 			}
