@@ -8,6 +8,7 @@ import (
 	"sync/atomic"
 	"syscall"
 	"testing"
+	"time"
 
 	"vbackup/internal/testbed"
 )
@@ -99,6 +100,27 @@ func TestRestorePoolDaemon(t *testing.T) {
 		t.Errorf("the raw volume %s: %d bytes, %d allocated; want 16 MiB holding about 2 MiB", path, st.Size, st.Blocks*512)
 	}
 	md, _ := b.Disk("vdb")
+	testbed.Run(t, "qemu-img", "compare", "-U", b.File(md), path)
+
+	// --bwlimit caps the upload: the data sent (the volume's allocation)
+	// takes at least what 1 MiB/s allows, less the bucket's burst and one
+	// part of 1 MiB sent at once.
+	capped := dom + "-cap"
+	t.Cleanup(func() { _, _ = bed.TryVirsh("undefine", capped) })
+	start := time.Now()
+	wantCode(t, vb(t, open, "restore", "--from", dir, "--define", capped, "--pool", pool, "--disk", "vda", "--bwlimit", "1M"), ExitOK)
+	wall := time.Since(start)
+	path = filepath.Join(pooldir, capped+"-vda.qcow2")
+	if err := syscall.Stat(path, &st); err != nil {
+		t.Fatal(err)
+	}
+	sent := float64(st.Blocks * 512)
+	least := time.Duration((sent - 256<<10 - 1<<20) / (1 << 20) * float64(time.Second))
+	t.Logf("uploaded %.2f MiB in %v at --bwlimit 1M (at least %v)", sent/(1<<20), wall, least)
+	if wall < least {
+		t.Errorf("the capped restore of %.2f MiB took %v; at 1 MiB/s the upload takes at least %v", sent/(1<<20), wall, least)
+	}
+	md, _ = b.Disk("vda")
 	testbed.Run(t, "qemu-img", "compare", "-U", b.File(md), path)
 }
 

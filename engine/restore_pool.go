@@ -26,7 +26,7 @@ func PoolVolume(domain, disk, format string) string {
 // it is the remote restore. Everything that could refuse (the pool, the
 // volume names, the domain name) is asked before anything is written; a
 // failed upload deletes the volumes made; the staging folder is removed
-// in every case.
+// in every case. req.Limit caps the upload (not the staging copy).
 func restoreIntoPool(ctx context.Context, req RestoreRequest, printer progress.Printer, notes progress.Notifier) (Restored, error) {
 	var out Restored
 	if req.Define == "" || req.Conn == nil {
@@ -83,6 +83,13 @@ func restoreIntoPool(ctx context.Context, req RestoreRequest, printer progress.P
 	defer os.RemoveAll(staging)
 	local := req
 	local.To, local.Pool, local.Define = staging, "", ""
+	// The cap is for what crosses the connection, the upload: the staging
+	// copy reads the backup here.
+	local.Limit = nil
+	var pace virt.Pace
+	if req.Limit != nil {
+		pace = req.Limit.Take
+	}
 	res, err := Restore(ctx, local, printer, notes)
 	out.Backup = res.Backup
 	if err != nil {
@@ -99,7 +106,7 @@ func restoreIntoPool(ctx context.Context, req RestoreRequest, printer progress.P
 	}
 	for i, d := range res.Disks {
 		vol := PoolVolume(req.Define, d.Name, disks[i].Format)
-		path, err := req.Conn.UploadVolume(ctx, req.Pool, vol, d.Path)
+		path, err := req.Conn.UploadVolume(ctx, req.Pool, vol, d.Path, pace)
 		if err != nil {
 			undo()
 			return Restored{Backup: b}, fmt.Errorf("disk %s: %w; no volume was kept", d.Name, err)

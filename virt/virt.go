@@ -271,6 +271,10 @@ var (
 	ErrVolumeExists = errors.New("storage volume exists already")
 )
 
+// Pace waits, if it must, before n bytes of data are sent (UploadVolume);
+// its error ends the upload.
+type Pace func(ctx context.Context, n uint64) error
+
 // StoragePool is one storage pool of a connection.
 type StoragePool struct {
 	Name   string
@@ -289,10 +293,12 @@ type Storage interface {
 	StorageVolumes(ctx context.Context, pool string) ([]string, error)
 	// UploadVolume makes volume name in pool holding exactly the bytes of
 	// the local file, sent over the connection with its holes sent as
-	// holes, and returns the volume's path on the pool's host. A name
+	// holes, and returns the volume's path on the pool's host. pace, when
+	// not nil, is called before each part of the data is sent, with its
+	// length (holes are not data), and may wait (a bandwidth cap). A name
 	// taken is ErrVolumeExists, and nothing is written; a failed upload
 	// deletes the volume it made.
-	UploadVolume(ctx context.Context, pool, name, file string) (path string, err error)
+	UploadVolume(ctx context.Context, pool, name, file string, pace Pace) (path string, err error)
 	// DeleteVolume removes volume name of pool.
 	DeleteVolume(ctx context.Context, pool, name string) error
 }

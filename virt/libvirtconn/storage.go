@@ -75,7 +75,7 @@ func (c *Conn) StorageVolumes(ctx context.Context, pool string) ([]string, error
 // (VIR_STORAGE_VOL_UPLOAD_SPARSE_STREAM, libvirt 3.4 and later): the
 // file's holes travel as their length, and libvirt seeks over them in the
 // new volume, which reads as zeroes there.
-func (c *Conn) UploadVolume(ctx context.Context, pool, name, file string) (string, error) {
+func (c *Conn) UploadVolume(ctx context.Context, pool, name, file string, pace virt.Pace) (string, error) {
 	f, err := os.Open(file)
 	if err != nil {
 		return "", err
@@ -112,7 +112,7 @@ func (c *Conn) UploadVolume(ctx context.Context, pool, name, file string) (strin
 		return err
 	})
 	if err == nil {
-		err = c.upload(ctx, vol, name, f, size)
+		err = c.upload(ctx, vol, name, f, size, pace)
 	}
 	if err != nil {
 		_ = c.call("virStorageVolDelete", name, func() error { return vol.Delete(0) })
@@ -121,7 +121,7 @@ func (c *Conn) UploadVolume(ctx context.Context, pool, name, file string) (strin
 	return path, nil
 }
 
-func (c *Conn) upload(ctx context.Context, vol *libvirt.StorageVol, name string, f *os.File, size uint64) error {
+func (c *Conn) upload(ctx context.Context, vol *libvirt.StorageVol, name string, f *os.File, size uint64, pace virt.Pace) error {
 	var stream *libvirt.Stream
 	err := c.call("virStreamNew", "", func() (err error) {
 		stream, err = c.lv.NewStream(0)
@@ -137,16 +137,20 @@ func (c *Conn) upload(ctx context.Context, vol *libvirt.StorageVol, name string,
 	if err != nil {
 		return err
 	}
-	if err := sendSparse(ctx, stream, f, int64(size)); err != nil {
+	if err := sendSparse(ctx, stream, f, int64(size), pace); err != nil {
 		_ = stream.Abort()
-		return translate("virStreamSend", err)
+		var lerr libvirt.Error
+		if errors.As(err, &lerr) {
+			return translate("virStreamSend", err)
+		}
+		return err // the file's, or the pace's (an interrupt keeps its cause)
 	}
 	return c.call("virStreamFinish", name, stream.Finish)
 }
 
 // sendSparse sends f's data regions as data and the gaps between them as
-// holes, in order.
-func sendSparse(ctx context.Context, stream *libvirt.Stream, f *os.File, size int64) error {
+// holes, in order, pacing the data.
+func sendSparse(ctx context.Context, stream *libvirt.Stream, f *os.File, size int64, pace virt.Pace) error {
 	buf := make([]byte, 1<<20)
 	for off := int64(0); off < size; {
 		if err := ctx.Err(); err != nil {
@@ -170,7 +174,13 @@ func sendSparse(ctx context.Context, stream *libvirt.Stream, f *os.File, size in
 			return err
 		}
 		for off < end {
-			n, err := f.ReadAt(buf[:min(int64(len(buf)), end-off)], off)
+			want := min(int64(len(buf)), end-off)
+			if pace != nil {
+				if err := pace(ctx, uint64(want)); err != nil {
+					return err
+				}
+			}
+			n, err := f.ReadAt(buf[:want], off)
 			if n > 0 {
 				if err := sendAll(stream, buf[:n]); err != nil {
 					return err

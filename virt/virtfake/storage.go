@@ -2,11 +2,14 @@ package virtfake
 
 import (
 	"context"
+	"errors"
 	"io"
 	"os"
 	"path/filepath"
 	"slices"
 	"sort"
+
+	"golang.org/x/sys/unix"
 
 	"vbackup/virt"
 )
@@ -80,7 +83,7 @@ func (c *Conn) StorageVolumes(ctx context.Context, name string) ([]string, error
 }
 
 // UploadVolume copies file into a new file of the pool's folder.
-func (c *Conn) UploadVolume(ctx context.Context, poolName, name, file string) (string, error) {
+func (c *Conn) UploadVolume(ctx context.Context, poolName, name, file string, pace virt.Pace) (string, error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if err := c.enter("UploadVolume", "virStorageVolCreateXML"); err != nil {
@@ -94,27 +97,64 @@ func (c *Conn) UploadVolume(ctx context.Context, poolName, name, file string) (s
 		return "", newErr("virStorageVolCreateXML", errVolExists, "storage volume '%s' exists already", name)
 	}
 	path := filepath.Join(p.dir, name)
-	if err := copyFile(file, path); err != nil {
+	if err := copyFile(ctx, file, path, pace); err != nil {
 		os.Remove(path)
-		return "", &virt.Error{Op: "virStorageVolUpload", Msg: err.Error()}
+		return "", err
 	}
 	p.vols = append(p.vols, name)
 	return path, nil
 }
 
-func copyFile(from, to string) error {
+// copyFile copies the data regions of from into a new sparse file to of
+// the same size, pacing them as libvirtconn paces what it sends.
+func copyFile(ctx context.Context, from, to string, pace virt.Pace) error {
 	src, err := os.Open(from)
 	if err != nil {
 		return err
 	}
 	defer src.Close()
+	st, err := src.Stat()
+	if err != nil {
+		return err
+	}
 	dst, err := os.OpenFile(to, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
 	if err != nil {
 		return err
 	}
-	if _, err := io.Copy(dst, src); err != nil {
-		dst.Close()
+	defer dst.Close()
+	if err := dst.Truncate(st.Size()); err != nil {
 		return err
+	}
+	buf := make([]byte, 1<<20)
+	for off, size := int64(0), st.Size(); off < size; {
+		data, err := src.Seek(off, unix.SEEK_DATA)
+		if errors.Is(err, unix.ENXIO) {
+			break // a hole to the end
+		} else if err != nil {
+			return err
+		}
+		end, err := src.Seek(data, unix.SEEK_HOLE)
+		if err != nil {
+			return err
+		}
+		for off = data; off < end; {
+			want := min(int64(len(buf)), end-off)
+			if pace != nil {
+				if err := pace(ctx, uint64(want)); err != nil {
+					return err
+				}
+			}
+			n, err := src.ReadAt(buf[:want], off)
+			if n > 0 {
+				if _, err := dst.WriteAt(buf[:n], off); err != nil {
+					return err
+				}
+				off += int64(n)
+			}
+			if err != nil && !(errors.Is(err, io.EOF) && n > 0) {
+				return err
+			}
+		}
 	}
 	return dst.Close()
 }

@@ -3,6 +3,7 @@ package virttest
 import (
 	"bytes"
 	"context"
+	"errors"
 	"os"
 	"path/filepath"
 	"slices"
@@ -74,12 +75,27 @@ func storageRules(t *testing.T, fresh func(t *testing.T) Subject) {
 		}
 		pool := s.Pool(t, true)
 		file, want := sparseFile(t)
-		path, err := s.Conn.UploadVolume(ctx, pool, "restored-vda.qcow2", file)
+		var told uint64 // the pace is told of the data, not of the holes
+		paced := func(_ context.Context, n uint64) error { told += n; return nil }
+		path, err := s.Conn.UploadVolume(ctx, pool, "restored-vda.qcow2", file, paced)
 		if err != nil {
 			t.Fatal(err)
 		}
 		if got, err := os.ReadFile(path); err != nil || !bytes.Equal(got, want) {
 			t.Fatalf("the volume at %s (%d bytes, %v) differs from the file uploaded (%d bytes)", path, len(got), err, len(want))
+		}
+		if told != 68<<10 {
+			t.Errorf("the pace was told of %d bytes; the file holds 68 KiB of data", told)
+		}
+		// A pace that fails ends the upload with its error, and no volume
+		// is left.
+		stop := errors.New("stopped")
+		_, err = s.Conn.UploadVolume(ctx, pool, "stopped.qcow2", file, func(context.Context, uint64) error { return stop })
+		if !errors.Is(err, stop) {
+			t.Errorf("an upload whose pace failed = %v, want its error", err)
+		}
+		if vols, _ := s.Conn.StorageVolumes(ctx, pool); slices.Contains(vols, "stopped.qcow2") {
+			t.Errorf("the stopped upload left its volume: %v", vols)
 		}
 		if vols, err := s.Conn.StorageVolumes(ctx, pool); err != nil || !slices.Contains(vols, "restored-vda.qcow2") {
 			t.Fatalf("StorageVolumes = %v, %v; want the volume listed", vols, err)
@@ -87,7 +103,7 @@ func storageRules(t *testing.T, fresh func(t *testing.T) Subject) {
 		// The name taken: refused, and the volume keeps its bytes.
 		other := filepath.Join(t.TempDir(), "other")
 		os.WriteFile(other, []byte("other"), 0o644)
-		_, err = s.Conn.UploadVolume(ctx, pool, "restored-vda.qcow2", other)
+		_, err = s.Conn.UploadVolume(ctx, pool, "restored-vda.qcow2", other, nil)
 		wantErr(t, "UploadVolume over a volume", err, virt.ErrVolumeExists, "storage volume 'restored-vda.qcow2' exists already")
 		if got, _ := os.ReadFile(path); !bytes.Equal(got, want) {
 			t.Fatal("a refused upload changed the volume")
@@ -108,13 +124,13 @@ func storageRules(t *testing.T, fresh func(t *testing.T) Subject) {
 		file, _ := sparseFile(t)
 		_, err := s.Conn.StorageVolumes(ctx, "no-such-pool")
 		wantErr(t, "StorageVolumes(no-such-pool)", err, virt.ErrNoPool, "no storage pool with matching name 'no-such-pool'")
-		_, err = s.Conn.UploadVolume(ctx, "no-such-pool", "v", file)
+		_, err = s.Conn.UploadVolume(ctx, "no-such-pool", "v", file, nil)
 		wantErr(t, "UploadVolume(no-such-pool)", err, virt.ErrNoPool, "no storage pool with matching name 'no-such-pool'")
 		if s.Pool == nil {
 			return
 		}
 		off := s.Pool(t, false)
-		_, err = s.Conn.UploadVolume(ctx, off, "v", file)
+		_, err = s.Conn.UploadVolume(ctx, off, "v", file, nil)
 		wantErr(t, "UploadVolume into a pool not started", err, virt.ErrOperationInvalid, "storage pool '"+off+"' is not active")
 	})
 }
