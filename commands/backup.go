@@ -26,6 +26,7 @@ type backupOptions struct {
 	Compress string   // "", zlib or zstd
 	DryRun   bool     // say what the backup would do, change nothing
 	Quiesce  job.Quiesce
+	BWLimit  int64 // bytes per second read, for the whole run; 0: no cap
 	JSON     bool
 	Quiet    bool
 }
@@ -60,6 +61,7 @@ func newBackupCommand(env *Env, run func(context.Context, *Env, backupOptions) e
 			&cli.StringFlag{Name: "quiesce", Usage: "freeze the guest's filesystems while the job starts, through its guest agent: `WHEN` auto (if the agent answers), yes (or fail) or no", Value: string(job.QuiesceAuto)},
 			&cli.BoolFlag{Name: "json", Usage: "print progress and the result as JSON lines on stdout"},
 			&cli.BoolFlag{Name: "quiet", Aliases: []string{"q"}, Usage: "print only errors"},
+			bwlimitFlag("read from the exports or images"),
 		},
 		Action: func(ctx context.Context, cmd *cli.Command) error {
 			globals(env, cmd)
@@ -94,6 +96,12 @@ func newBackupCommand(env *Env, run func(context.Context, *Env, backupOptions) e
 			}
 			if opts.Quiesce, err = job.ParseQuiesce(cmd.String("quiesce")); err != nil {
 				return &UsageError{Cmd: cmd, Err: err}
+			}
+			if opts.BWLimit, err = bwlimitOption(cmd); err != nil {
+				return err
+			}
+			if opts.BWLimit > 0 && opts.Push {
+				return usageErrorf(cmd, "--bwlimit cannot be used with --push: libvirt writes a push's images itself; leave out one of them")
 			}
 			if opts.DryRun = cmd.Bool("dry-run"); opts.DryRun {
 				if err := dryRunFlags(cmd); err != nil {
@@ -130,6 +138,7 @@ func runBackup(ctx context.Context, env *Env, opts backupOptions) error {
 	host, _ := os.Hostname()
 	req := engine.BackupRequest{Dir: opts.Dir, Level: opts.Level, Disks: opts.Disks, Push: opts.Push, MaxChain: opts.MaxChain, Compress: opts.Compress, Now: env.Now,
 		Host: host, PID: os.Getpid(), Sockets: socks, Reconnect: env.Reconnect, Quiesce: opts.Quiesce}
+	req.Limit = newLimiter(out.notes, opts.BWLimit)
 	b, err := engine.PrepareBackup(ctx, dom, req, out.notes)
 	if err != nil {
 		return err

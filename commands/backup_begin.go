@@ -32,6 +32,7 @@ type backupBeginOptions struct {
 	FetchDir              string        // pull: read the exports into DIR, then end the job
 	Backing               string        // with FetchDir: the previous backup's folder
 	TLSCerts              string        // with FetchDir: client certificates of a TLS export
+	BWLimit               int64         // with FetchDir: bytes per second read; 0: no cap
 	Quiesce               job.Quiesce
 
 	backupXML, checkpointXML string // the files' contents
@@ -79,6 +80,7 @@ func newBackupBeginCommand(env *Env, run func(context.Context, *Env, backupBegin
 			&cli.StringFlag{Name: "fetch", Usage: "pull: read the exports into `DIR` (as backup-fetch), then end the job; a failed fetch discards the checkpoint"},
 			&cli.StringFlag{Name: "backing", Usage: "with --fetch of an incremental: back each file by the same disk's file in `DIR`"},
 			&cli.StringFlag{Name: "tls-certs", Usage: "with --fetch of a --tls job: the client certificates in `DIR` (as backup-fetch)"},
+			bwlimitFlag("read by --fetch"),
 		},
 		Action: func(ctx context.Context, cmd *cli.Command) error {
 			globals(env, cmd)
@@ -111,6 +113,9 @@ func newBackupBeginCommand(env *Env, run func(context.Context, *Env, backupBegin
 				FetchDir:              cmd.String("fetch"),
 				Backing:               cmd.String("backing"),
 				TLSCerts:              cmd.String("tls-certs"),
+			}
+			if opts.BWLimit, err = bwlimitOption(cmd); err != nil {
+				return err
 			}
 			for _, s := range cmd.StringSlice("disk") {
 				d, err := xmlgen.ParseBackupDisk(s)
@@ -156,6 +161,7 @@ func backupBeginFlagRules(cmd *cli.Command) error {
 		requires(cmd, "fetch", "pull"),
 		requires(cmd, "backing", "fetch"),
 		requires(cmd, "tls-certs", "fetch"),
+		requires(cmd, "bwlimit", "fetch"),
 		requires(cmd, "json", "wait", "fetch"),
 		requires(cmd, "checkpoint-description", "checkpoint"),
 		requires(cmd, "insecure", "server"),
@@ -336,7 +342,7 @@ func fetchAndEnd(ctx context.Context, env *Env, out output, dom virt.Domain, soc
 		return fmt.Errorf("domain %q: the pull job ended before its exports could be read", dom.Name())
 	}
 	fetchErr := fetchInto(ctx, env, out, dom, j, backupFetchOptions{Dir: opts.FetchDir, Format: opts.Spec.Format, Backing: opts.Backing,
-		Connections: 4, TLSCerts: opts.TLSCerts})
+		Connections: 4, TLSCerts: opts.TLSCerts, BWLimit: opts.BWLimit})
 	// The job ends whatever the fetch did, and so does its checkpoint when
 	// the fetch failed: after a Ctrl-C too.
 	lv := context.WithoutCancel(ctx)

@@ -19,6 +19,7 @@ type backupFetchOptions struct {
 	Backing     string   // folder of the previous backup, for incremental overlays
 	Connections int
 	TLSCerts    string // client certificates for a TLS export; "" for the usual folders
+	BWLimit     int64  // bytes per second read, for every disk together; 0: no cap
 	JSON        bool
 	Quiet       bool
 }
@@ -49,6 +50,7 @@ func newBackupFetchCommand(env *Env, run func(context.Context, *Env, backupFetch
 			&cli.StringFlag{Name: "tls-certs", Usage: "TLS exports: the client certificates in `DIR` (ca-cert.pem, client-cert.pem, client-key.pem)"},
 			&cli.BoolFlag{Name: "json", Usage: "print progress as JSON lines on stdout"},
 			&cli.BoolFlag{Name: "quiet", Aliases: []string{"q"}, Usage: "print only errors"},
+			bwlimitFlag("read from the exports"),
 		},
 		Action: func(ctx context.Context, cmd *cli.Command) error {
 			globals(env, cmd)
@@ -60,6 +62,9 @@ func newBackupFetchCommand(env *Env, run func(context.Context, *Env, backupFetch
 				Backing: cmd.String("backing"), Connections: int(cmd.Int("connections")), TLSCerts: cmd.String("tls-certs"),
 				JSON: cmd.Bool("json"), Quiet: cmd.Bool("quiet")}
 			if err := fetchFlagRules(cmd, opts.Format, opts.Connections); err != nil {
+				return err
+			}
+			if opts.BWLimit, err = bwlimitOption(cmd); err != nil {
 				return err
 			}
 			if err := exclusive(cmd, "json", "quiet"); err != nil {
@@ -115,7 +120,8 @@ func fetchInto(ctx context.Context, env *Env, out output, dom virt.Domain, j *jo
 		certDirs = env.CertDirs()
 	}
 	res, err := job.Fetch(ctx, j, dom.Name(), job.FetchRequest{Dir: opts.Dir, Disks: opts.Disks, Format: opts.Format, Backing: opts.Backing,
-		Connections: opts.Connections, TLSCerts: opts.TLSCerts, CertDirs: certDirs, Printer: out.printer, Notes: out.notes, Now: env.Now, Sockets: socks})
+		Connections: opts.Connections, TLSCerts: opts.TLSCerts, CertDirs: certDirs, Printer: out.printer, Notes: out.notes, Now: env.Now, Sockets: socks,
+		Limit: newLimiter(out.notes, opts.BWLimit)})
 	if err != nil {
 		return err
 	}

@@ -34,8 +34,9 @@ const manyHelp = "\n\nMANY DOMAINS: 'vbackup backup DOMAIN... --to DIR' (two or 
 	"DIR/DOMAIN/, a chain of its own, --parallel N at a time (default 1), in one\n" +
 	"process. A name with characters other than letters, digits and ._+-@,=: gets\n" +
 	"them written %XX in its folder name ('a/b' -> DIR/a%2Fb). One domain failing\n" +
-	"stops none of the others; a name not found fails that domain only. --all skips\n" +
-	"shut-off domains, saying so. Progress and each domain's account go to stderr,\n" +
+	"stops none of the others; a name not found fails that domain only. --all backs\n" +
+	"up shut-off domains too, from their images (with --push it skips them, saying\n" +
+	"so: a push needs the domain running). Progress and each domain's account go to stderr,\n" +
 	"each line after the domain's name (on a terminal: a bar per running disk); the\n" +
 	"result is the summary table on stdout (DOMAIN LEVEL COPIED TIME RESULT), the\n" +
 	"data a script or a monitor reads, or with --json one object per domain and\n" +
@@ -125,6 +126,11 @@ func runBackupMany(ctx context.Context, env *Env, opts backupOptions) error {
 	// it would replace.
 	tmpl := engine.BackupRequest{Level: opts.Level, Push: opts.Push, MaxChain: opts.MaxChain, Compress: opts.Compress, Now: env.Now,
 		Host: host, PID: os.Getpid(), Sockets: socks}
+	var told io.Writer // one limiter for every domain: the cap is the run's
+	if !opts.Quiet {
+		told = env.Stderr
+	}
+	tmpl.Limit = newLimiter(progress.NewNotifier(told, nil), opts.BWLimit)
 	req := engine.ManyRequest{Names: opts.Many.Domains, All: opts.Many.All, Exclude: opts.Many.Exclude, Root: opts.Dir,
 		Parallel: opts.Many.Parallel, Backup: tmpl}
 	out := newManyOutput(env, opts.Quiet)

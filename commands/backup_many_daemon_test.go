@@ -65,7 +65,9 @@ func TestBackupManyDaemon(t *testing.T) {
 }
 
 // --all on a daemon of the test's own: every domain but the excluded one,
-// the shut-off one skipped; --json prints only one object per domain.
+// the running one and the shut-off one (from its image) both backed up,
+// each restored equal to its disk; --json prints only one object per
+// domain.
 func TestBackupManyAllDaemon(t *testing.T) {
 	bed := testbed.Own(t)
 	openOwn := func(ctx context.Context, _ string, debug io.Writer) (virt.Conn, error) {
@@ -75,6 +77,7 @@ func TestBackupManyAllDaemon(t *testing.T) {
 	skip := bed.Domain(t, "vda:qcow2:64M")
 	off := bed.Domain(t, "vda:qcow2:64M")
 	bed.Virsh(t, "destroy", off)
+	offlineWrite(t, bed, off, "vda", "qcow2", 0x45, 8<<20, 3<<20)
 	bed.Write(t, a, "vda", 0x44, 0, 2<<20)
 	dir := filepath.Join(t.TempDir(), "backups")
 	r := vb(t, openOwn, "backup", "--all", "--exclude", skip, "--to", dir, "--json")
@@ -86,14 +89,22 @@ func TestBackupManyAllDaemon(t *testing.T) {
 			t.Fatalf("stdout line %q: %v\nstdout:\n%s", line, err, r.stdout)
 		}
 		got = append(got, j.Domain+"="+j.Result)
-		if j.Result == "ok" && (j.Bytes == 0 || j.Level != "full" || j.Dir != filepath.Join(dir, a)) {
+		if j.Result != "ok" || j.Bytes < 2<<20 || j.Level != "full" || j.Dir != filepath.Join(dir, j.Domain) {
 			t.Errorf("%q", line)
 		}
 	}
-	want := []string{a + "=ok", off + "=skipped"}
+	want := []string{a + "=ok", off + "=ok"}
 	slices.Sort(want)
 	if !slices.Equal(got, want) {
-		t.Errorf("results %v, want %v", got, want)
+		t.Fatalf("results %v, want %v\nstderr:\n%s", got, want, r.stderr)
 	}
-	wantCode(t, vb(t, openOwn, "verify", "--from", filepath.Join(dir, a)), ExitOK)
+	sums := map[string]string{a: sourceSums(t, bed, a, "vda")["vda"], off: imageSum(t, bed.DiskPath(off, "vda"), "qcow2")}
+	for dom, sum := range sums {
+		wantCode(t, vb(t, openOwn, "verify", "--from", filepath.Join(dir, dom)), ExitOK)
+		out := filepath.Join(t.TempDir(), "restored")
+		wantCode(t, vb(t, openOwn, "restore", "--from", filepath.Join(dir, dom), "--to", out), ExitOK)
+		if got := imageSum(t, filepath.Join(out, "vda.qcow2"), "qcow2"); got != sum {
+			t.Errorf("%s: restored %s, its disk %s", dom, got, sum)
+		}
+	}
 }

@@ -45,7 +45,7 @@ func restoreModes(cmd *cli.Command, opts restoreOptions) error {
 		return usageErrorf(cmd, "--from is required (or --finish NAME, to finish an instant restore)")
 	}
 	// Disks written onto their targets need no OUTDIR.
-	if !cmd.IsSet("to") && (len(opts.Targets) == 0 || len(opts.Targets) < len(opts.Disks)) {
+	if !cmd.IsSet("to") && opts.Pool == "" && (len(opts.Targets) == 0 || len(opts.Targets) < len(opts.Disks)) {
 		return usageErrorf(cmd, "--to is required (or --finish NAME, to finish an instant restore)")
 	}
 	if opts.Instant && len(opts.Targets) > 0 {

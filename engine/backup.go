@@ -14,6 +14,7 @@ import (
 	"vbackup/chain"
 	exportfetch "vbackup/fetch"
 	"vbackup/job"
+	"vbackup/nbd"
 	"vbackup/progress"
 	"vbackup/virt"
 )
@@ -44,6 +45,10 @@ type BackupRequest struct {
 	// Quiesce is whether the guest's filesystems are frozen while the job
 	// starts ("": never).
 	Quiesce job.Quiesce
+	// Limit caps the rate of the data read from the exports or images
+	// (pull and shut-off domains; libvirt writes a push); shared by every
+	// backup of a run given the same one. nil: no cap.
+	Limit *nbd.Limiter
 }
 
 // Backup is one backup, prepared: what it was decided to be, and what it

@@ -49,7 +49,7 @@ const (
 	OutcomeFailed      Outcome = "failed"
 	OutcomeInterrupted Outcome = "interrupted" // it ran when the run was stopped: undone
 	OutcomeNotRun      Outcome = "not-run"     // the run was stopped before it started
-	OutcomeSkipped     Outcome = "skipped"     // --all: a domain this version does not back up
+	OutcomeSkipped     Outcome = "skipped"     // --all: a domain that cannot be backed up as asked (shut off, in a push)
 )
 
 // DomainResult is one domain's part of a run.
@@ -96,11 +96,12 @@ func safeFolderByte(c byte) bool {
 }
 
 // skipReason says why --all leaves a domain in state st out, "" when it is
-// backed up. It is the one place to change once PrepareBackup backs up
-// shut-off domains.
-func skipReason(st virt.DomainState) string {
-	if !st.Active {
-		return "shut off: not backed up yet by this version"
+// backed up. A shut-off domain is backed up from its images (offline.go),
+// as a single backup does, except in a push, which needs libvirt to run
+// the job: named, such a domain fails; with --all it is skipped.
+func skipReason(st virt.DomainState, push bool) string {
+	if !st.Active && push {
+		return "shut off: a push needs it running (without --push its images are read directly)"
 	}
 	return ""
 }
@@ -198,7 +199,7 @@ func selectDomains(ctx context.Context, conn virt.Conn, req ManyRequest) ([]many
 			st, err := dom.State(ctx)
 			if err != nil {
 				t.res.Outcome, t.res.Err, t.dom = OutcomeFailed, fmt.Errorf("domain %q: %w", name, err), nil
-			} else if why := skipReason(st); why != "" {
+			} else if why := skipReason(st, req.Backup.Push); why != "" {
 				t.res.Outcome, t.res.Reason, t.dom = OutcomeSkipped, why, nil
 			}
 		}

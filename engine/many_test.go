@@ -3,7 +3,9 @@ package engine
 import (
 	"context"
 	"errors"
+	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -157,8 +159,8 @@ func TestBackupManySerial(t *testing.T) {
 	}
 }
 
-// --all lists every domain, sorted, minus the excluded ones; a shut-off
-// domain is skipped with the reason.
+// --all lists every domain, sorted, minus the excluded ones; in a push, a
+// shut-off domain is skipped with the reason (a push needs it running).
 func TestBackupManyAll(t *testing.T) {
 	b := newManyBed(t, "web1", "web2", "test-x", "old")
 	b.doms["old"].Stop()
@@ -171,7 +173,7 @@ func TestBackupManyAll(t *testing.T) {
 	if got, want := outcomes(res), []string{"old=skipped", "web1=ok", "web2=ok"}; !slices.Equal(got, want) {
 		t.Fatalf("results %v, want %v", got, want)
 	}
-	if res[0].Reason != "shut off: not backed up yet by this version" {
+	if res[0].Reason != "shut off: a push needs it running (without --push its images are read directly)" {
 		t.Errorf("skip reason %q", res[0].Reason)
 	}
 	if _, err := os.Stat(filepath.Join(b.root, "test-x")); !errors.Is(err, os.ErrNotExist) {
@@ -179,6 +181,43 @@ func TestBackupManyAll(t *testing.T) {
 	}
 	if _, err := os.Stat(res[0].Dir); !errors.Is(err, os.ErrNotExist) {
 		t.Errorf("the skipped domain got a folder: %v", err)
+	}
+}
+
+// --all backs up shut-off domains from their images, each into its
+// folder, holding the image's content: a domain shut off is not skipped.
+func TestBackupManyAllShutOff(t *testing.T) {
+	conn := virtfake.New()
+	images := t.TempDir()
+	sums := map[string]string{}
+	for i, n := range []string{"off1", "off2"} {
+		img := filepath.Join(images, n+".qcow2")
+		if out, err := exec.Command("qemu-img", "create", "-q", "-f", "qcow2", img, "4M").CombinedOutput(); err != nil {
+			t.Fatalf("qemu-img create: %v: %s", err, out)
+		}
+		qemuIO(t, img, "qcow2", fmt.Sprintf("write -P %d 0 1M", 0x30+i))
+		sums[n] = sumOf(t, img, "qcow2")
+		conn.AddDomain(virtfake.DomainSpec{Name: n, Inactive: true, Disks: []virt.Disk{{Target: "vda", Source: img}}})
+	}
+	root := filepath.Join(t.TempDir(), "backups")
+	req := ManyRequest{All: true, Root: root, Parallel: 2, Backup: BackupRequest{Level: chain.WantAuto,
+		Now: time.Now, Host: "test-host", PID: os.Getpid(), Sockets: job.Sockets{Base: t.TempDir()}}}
+	b := &manyBed{conn: conn}
+	res, err := BackupMany(context.Background(), conn, req, b.output())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, want := outcomes(res), []string{"off1=ok", "off2=ok"}; !slices.Equal(got, want) {
+		t.Fatalf("results %v, want %v (errors: %v, %v)", got, want, res[0].Err, res[1].Err)
+	}
+	for _, r := range res {
+		if r.Dir != filepath.Join(root, r.Domain) || r.Backup == nil || r.Level != chain.Full {
+			t.Fatalf("%s: %+v", r.Domain, r)
+		}
+		d, _ := r.Backup.Disk("vda")
+		if d.Checksum != sums[r.Domain] {
+			t.Errorf("%s: the backup holds %s, its image %s", r.Domain, d.Checksum, sums[r.Domain])
+		}
 	}
 }
 

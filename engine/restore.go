@@ -12,6 +12,7 @@ import (
 	"vbackup/chain"
 	"vbackup/contentsum"
 	exportfetch "vbackup/fetch"
+	"vbackup/nbd"
 	"vbackup/progress"
 	"vbackup/qemunbd"
 	"vbackup/virt"
@@ -31,6 +32,11 @@ type RestoreRequest struct {
 	Targets map[string]string
 	Conn    virt.Conn
 	Now     func() time.Time
+	Limit   *nbd.Limiter // caps the rate of the data read from the backup; nil: no cap
+	// Pool, with Define, puts the images into this storage pool of Conn's
+	// host as volumes, uploaded over the connection (restore_pool.go); To
+	// is then where they are staged, if given.
+	Pool string
 }
 
 // Restored is what a restore wrote.
@@ -44,6 +50,7 @@ type Restored struct {
 type RestoredDisk struct {
 	Name, Path string
 	Size       uint64
+	Volume     string // with RestoreRequest.Pool: the volume's name (Path is its path on the pool's host)
 }
 
 // Restore writes each disk of the backup req.At names as one image, reads
@@ -51,6 +58,9 @@ type RestoredDisk struct {
 // when asked. Everything that could refuse is asked before anything is
 // written; a failed restore keeps no image.
 func Restore(ctx context.Context, req RestoreRequest, printer progress.Printer, notes progress.Notifier) (Restored, error) {
+	if req.Pool != "" {
+		return restoreIntoPool(ctx, req, printer, notes)
+	}
 	var out Restored
 	store, err := OpenFolder(req.From)
 	if err != nil {
@@ -157,7 +167,7 @@ func copyChains(ctx context.Context, b *chain.Backup, disks []exportfetch.Disk, 
 		disks[i].URI = srv.URI()
 	}
 	notes.Infof("Restoring backup %s (%s, %s) into %s", b.Name(), b.Time.Local().Format(time.DateTime), b.Level, req.To)
-	if _, err := exportfetch.Run(ctx, disks, exportfetch.Options{Printer: printer, Now: req.Now, What: "restore", KeepCache: true}); err != nil {
+	if _, err := exportfetch.Run(ctx, disks, exportfetch.Options{Printer: printer, Now: req.Now, What: "restore", KeepCache: true, Limit: req.Limit}); err != nil {
 		// Run removed what it wrote; what is there now is not ours.
 		return fmt.Errorf("restoring backup %s: %w; no image was kept", b.Name(), err)
 	}

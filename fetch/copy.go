@@ -76,6 +76,7 @@ func (j *diskJob) copyDisk(ctx context.Context, src *source, dst target, stream 
 	opts := nbd.CopyOptions{
 		RequestSize: j.opts.Request,
 		InFlight:    cmp.Or(j.opts.InFlight, perConnection*len(src.conns)),
+		Limit:       j.opts.Limit,
 		Progress: func(n int64) {
 			copied.Add(uint64(n))
 			j.done.Add(uint64(n))

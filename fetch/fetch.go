@@ -55,6 +55,9 @@ type Options struct {
 	// What is copied, for the progress output: "" for a pull backup's
 	// exports, "restore" for a restore from a backup chain.
 	What string
+	// Limit, if set, caps the rate of the data read from the exports,
+	// for every disk together (and for every other fetch it is given to).
+	Limit *nbd.Limiter
 }
 
 // Result is what a fetch copied.

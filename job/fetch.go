@@ -33,6 +33,7 @@ type FetchRequest struct {
 	Printer     progress.Printer
 	Notes       progress.Notifier
 	Now         func() time.Time
+	Limit       *nbd.Limiter // caps the rate of the data read; nil: no cap
 }
 
 // Bitmap is the meta context listing a pull disk's changed blocks, "" for
@@ -104,7 +105,7 @@ func Fetch(ctx context.Context, j *Job, domain string, req FetchRequest) (export
 	if err := os.MkdirAll(req.Dir, 0o755); err != nil {
 		return exportfetch.Result{}, err
 	}
-	res, err := exportfetch.Run(ctx, disks, exportfetch.Options{Connections: req.Connections, Printer: req.Printer, Now: req.Now})
+	res, err := exportfetch.Run(ctx, disks, exportfetch.Options{Connections: req.Connections, Printer: req.Printer, Now: req.Now, Limit: req.Limit})
 	if err != nil {
 		return res, fmt.Errorf("domain %q: fetching the exports: %w; nothing incomplete was kept", domain, err)
 	}

@@ -56,6 +56,11 @@ type CopyOptions struct {
 	// is for summing a copy as it goes rather than reading it back; it is
 	// called from several goroutines at once and must not keep data.
 	Written func(off, n uint64, data []byte)
+	// Limit, if set, caps the rate of the reads: each data read waits for
+	// its length before it is sent, and what comes back as holes is
+	// given back. Zero pieces are never read and cost nothing. One
+	// Limiter shared by several copies caps them together.
+	Limit *Limiter
 }
 
 // ZeroerAt is a destination that can make a range read as zeroes
@@ -276,9 +281,15 @@ func (w *copyWorker) do(ctx context.Context, job Piece) error {
 	if job.Zero {
 		return w.zero(job.To, job.Length)
 	}
+	if err := w.opts.Limit.Take(ctx, job.Length); err != nil {
+		return err
+	}
 	p, holes, err := w.read(ctx, job)
 	if err != nil {
 		return err
+	}
+	for _, h := range holes {
+		w.opts.Limit.Give(h.Length) // not sent: moved no data
 	}
 	defer w.pool.put(p)
 	if w.opts.DstNotZero {

@@ -117,6 +117,7 @@ type Conn interface {
 	// a session daemon.
 	SecurityModels(ctx context.Context) ([]SecurityModel, error)
 	Close() error
+	Storage
 }
 
 // SecurityModel is one security driver of a host.
@@ -274,4 +275,42 @@ type Instant interface {
 	// Undefine removes a shut-off domain's definition (its checkpoint
 	// metadata with it), leaving its images and nvram file.
 	Undefine(ctx context.Context) error
+}
+
+// Errors of storage pools and volumes.
+var (
+	ErrNoPool       = errors.New("no such storage pool")
+	ErrVolumeExists = errors.New("storage volume exists already")
+)
+
+// Pace waits, if it must, before n bytes of data are sent (UploadVolume);
+// its error ends the upload.
+type Pace func(ctx context.Context, n uint64) error
+
+// StoragePool is one storage pool of a connection.
+type StoragePool struct {
+	Name   string
+	Active bool // started: its volumes can be made and written
+}
+
+// Storage is what a restore into a storage pool asks of a connection: the
+// images go to the pool's host over the connection itself, so it works
+// over any URI.
+type Storage interface {
+	// StoragePools lists the connection's pools, active or not, sorted by
+	// name.
+	StoragePools(ctx context.Context) ([]StoragePool, error)
+	// StorageVolumes lists the names of pool's volumes (ErrNoPool for a
+	// pool not there).
+	StorageVolumes(ctx context.Context, pool string) ([]string, error)
+	// UploadVolume makes volume name in pool holding exactly the bytes of
+	// the local file, sent over the connection with its holes sent as
+	// holes, and returns the volume's path on the pool's host. pace, when
+	// not nil, is called before each part of the data is sent, with its
+	// length (holes are not data), and may wait (a bandwidth cap). A name
+	// taken is ErrVolumeExists, and nothing is written; a failed upload
+	// deletes the volume it made.
+	UploadVolume(ctx context.Context, pool, name, file string, pace Pace) (path string, err error)
+	// DeleteVolume removes volume name of pool.
+	DeleteVolume(ctx context.Context, pool, name string) error
 }

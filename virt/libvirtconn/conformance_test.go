@@ -36,7 +36,8 @@ func TestConformanceRealDaemon(t *testing.T) {
 		t.Cleanup(func() { conn.Close() })
 		return virttest.Subject{Conn: conn, Domain: name, Size: true, Folder: func(t *testing.T) string { return bed.Folder(t) },
 			Undefine: func(name string) { _, _ = bed.TryVirsh("undefine", name) },
-			Guest:    func(t *testing.T) string { return bed.Guest(t) }}
+			Guest:    func(t *testing.T) string { return bed.Guest(t) },
+			Pool:     func(t *testing.T, active bool) string { return bedPool(t, bed, active) }}
 	})
 }
 

@@ -26,6 +26,8 @@ var kinds = map[libvirt.ErrorNumber]error{
 	libvirt.ERR_AUTH_FAILED:             virt.ErrConnect,
 	libvirt.ERR_AUTH_CANCELLED:          virt.ErrConnect,
 	libvirt.ERR_AUTH_UNAVAILABLE:        virt.ErrConnect,
+	libvirt.ERR_NO_STORAGE_POOL:         virt.ErrNoPool,
+	libvirt.ERR_STORAGE_VOL_EXIST:       virt.ErrVolumeExists,
 }
 
 func translate(op string, err error) error {

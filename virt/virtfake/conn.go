@@ -54,6 +54,7 @@ type Conn struct {
 	// removed: it refuses to create a store over one (the fake writes no
 	// file, so it remembers them besides looking on disk).
 	stores map[string]bool
+	pools  map[string]*pool // AddPool (storage.go)
 }
 
 var _ virt.Conn = (*Conn)(nil)

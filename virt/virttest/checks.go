@@ -12,6 +12,7 @@ var kinds = []error{
 	virt.ErrNoDomain, virt.ErrNoCheckpoint, virt.ErrUnsupported, virt.ErrInvalidArg,
 	virt.ErrOperationInvalid, virt.ErrCheckpointExists, virt.ErrCheckpointInconsistent,
 	virt.ErrXML, virt.ErrConnect, virt.ErrNoAgent,
+	virt.ErrNoPool, virt.ErrVolumeExists,
 }
 
 // kindOf is the sentinel err matches, nil for an error libvirtconn gives

@@ -32,6 +32,10 @@ type Subject struct {
 	// Guest, for an implementation that has one, names a running domain
 	// of Conn whose guest agent answers; nil for none.
 	Guest func(t *testing.T) string
+	// Pool, for an implementation with storage pools, makes a fresh
+	// directory pool, started when active, and returns its name; nil for
+	// none (storage.go).
+	Pool func(t *testing.T, active bool) string
 }
 
 // Run runs the suite; fresh returns a new Subject for each subtest.
@@ -349,6 +353,7 @@ func Run(t *testing.T, fresh func(t *testing.T) Subject) {
 	stopRules(t, fresh)
 	instantRules(t, fresh)
 	agentRules(t, fresh)
+	storageRules(t, fresh)
 }
 
 // waitNoJob waits until the domain has no job, for at most 30 s.
