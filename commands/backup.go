@@ -123,7 +123,7 @@ func runBackup(ctx context.Context, env *Env, opts backupOptions) error {
 	if opts.Many.On {
 		return runBackupMany(ctx, env, opts)
 	}
-	_, dom, err := openDomain(ctx, env, opts.Domain)
+	conn, dom, err := openDomain(ctx, env, opts.Domain)
 	if err != nil {
 		return err
 	}
@@ -135,6 +135,7 @@ func runBackup(ctx context.Context, env *Env, opts backupOptions) error {
 		return err
 	}
 	out := newOutput(env, opts.JSON, opts.Quiet)
+	noteRedials(conn, out.notes)
 	host, _ := os.Hostname()
 	req := engine.BackupRequest{Dir: opts.Dir, Level: opts.Level, Disks: opts.Disks, Push: opts.Push, MaxChain: opts.MaxChain, Compress: opts.Compress, Now: env.Now,
 		Host: host, PID: os.Getpid(), Sockets: socks, Reconnect: env.Reconnect, Quiesce: opts.Quiesce}

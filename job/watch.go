@@ -293,6 +293,16 @@ func (w *watcher) stop(ctx context.Context, why error) error {
 // outcome may be unknown, and the user is told how to find out.
 func (w *watcher) reconnect(ctx, outer context.Context) error {
 	w.opts.Notes.Notef("\nThe connection to libvirtd was lost; reconnecting...")
+	// A connection that opens itself again (virt.Redialer) has waited for
+	// libvirtd by the time a call on the same handle returns: the job is
+	// looked at there, and watched again with events of the new connection.
+	if _, ok, err := Current(ctx, w.dom); err == nil {
+		if ok {
+			w.opts.Notes.Notef("Reconnected; the job still runs.")
+			return Watch(outer, w.dom, w.opts)
+		}
+		return w.finish(ctx, nil)
+	}
 	deadline := time.Now().Add(30 * time.Second)
 	for w.opts.Reconnect != nil {
 		conn, err := w.opts.Reconnect(ctx)

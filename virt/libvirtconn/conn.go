@@ -24,31 +24,48 @@ type Options struct {
 	// Debug, when set, receives one line per libvirt call: its name, its
 	// argument, how long it took and how it ended.
 	Debug io.Writer
+	// RedialWait is how long a call that finds libvirtd gone waits for it
+	// to answer again (redial.go): 0 means a minute, below 0 never.
+	RedialWait time.Duration
 }
 
 // Conn is an open libvirt connection.
 type Conn struct {
+	// lvMu guards lv and every Domain's lv: a reconnection swaps them
+	// while calls read them (redial.go).
+	lvMu  sync.RWMutex
 	lv    *libvirt.Connect
 	uri   string
 	debug io.Writer
 
+	redial redialing
+
 	mu      sync.Mutex
-	domains []*libvirt.Domain // handed out; freed on Close
-	subs    subscribers       // event channels to tell of a lost connection
-	closed  bool              // libvirt reported the connection closed
+	domains []*Domain   // handed out; freed on Close
+	subs    subscribers // event channels to tell of a lost connection
+	closed  bool        // libvirt reported the connection closed
+	lostAt  time.Time   // when it did
+	gen     int         // connections opened before this one
+	closing bool        // Close was called: nothing reconnects
 }
 
-var _ virt.Conn = (*Conn)(nil)
+var (
+	_ virt.Conn     = (*Conn)(nil)
+	_ virt.Redialer = (*Conn)(nil)
+)
 
 // Open connects to uri; "" means libvirt's own choice ($LIBVIRT_DEFAULT_URI,
 // then its default). It never prompts for credentials.
 func Open(ctx context.Context, uri string, opts Options) (*Conn, error) {
 	startEventLoop()
-	c := &Conn{debug: opts.Debug}
-	err := c.call("virConnectOpen", uri, func() (err error) {
+	c := &Conn{debug: opts.Debug, redial: redialing{uri: uri, wait: opts.RedialWait}}
+	if c.redial.wait == 0 {
+		c.redial.wait = defaultRedialWait
+	}
+	err := translate("virConnectOpen", c.once("virConnectOpen", uri, func() (err error) {
 		c.lv, err = libvirt.NewConnect(uri)
 		return err
-	})
+	}))
 	if err != nil {
 		shown := uri
 		if shown == "" {
@@ -57,7 +74,7 @@ func Open(ctx context.Context, uri string, opts Options) (*Conn, error) {
 		return nil, fmt.Errorf("cannot connect to %s: %w", shown, withKind(err, virt.ErrConnect))
 	}
 	c.uri = uri
-	c.watchClose()
+	c.watchClose(c.lv, 0)
 	_ = c.call("virConnectGetURI", "", func() (err error) {
 		c.uri, err = c.lv.GetURI()
 		return err
@@ -73,17 +90,20 @@ func (c *Conn) Close() error {
 	c.mu.Lock()
 	doms := c.domains
 	c.domains = nil
+	c.closing = true
 	c.mu.Unlock()
+	c.lvMu.RLock()
+	defer c.lvMu.RUnlock()
 	for _, d := range doms {
-		_ = d.Free()
+		_ = d.lv.Free()
 	}
 	// The close callback holds a reference: without this the socket stays
 	// open, and a process opening many connections exhausts libvirtd's fds.
 	_ = c.lv.UnregisterCloseCallback()
-	return c.call("virConnectClose", "", func() error {
+	return translate("virConnectClose", c.once("virConnectClose", "", func() error {
 		_, err := c.lv.Close()
 		return err
-	})
+	}))
 }
 
 // Domain looks a domain up by name, then by UUID, then by numeric ID, as
@@ -115,14 +135,19 @@ func (c *Conn) Domain(ctx context.Context, name string) (virt.Domain, error) {
 // adopt wraps a domain handle, to be freed with the connection, under its
 // own name (name, a UUID or ID, only if libvirt cannot say).
 func (c *Conn) adopt(d *libvirt.Domain, name string) *Domain {
-	c.mu.Lock()
-	c.domains = append(c.domains, d)
-	c.mu.Unlock()
 	dom := &Domain{c: c, lv: d, name: name}
+	c.mu.Lock()
+	c.domains = append(c.domains, dom)
+	c.mu.Unlock()
 	_ = c.call("virDomainGetName", name, func() (err error) {
 		if n, err := d.GetName(); err == nil {
 			dom.name = n
 		}
+		return err
+	})
+	// Looked up by UUID again after a reconnection.
+	_ = c.call("virDomainGetUUIDString", dom.name, func() (err error) {
+		dom.uuid, err = d.GetUUIDString()
 		return err
 	})
 	return dom
@@ -210,8 +235,31 @@ func (c *Conn) listDomains(flags libvirt.ConnectListAllDomainsFlags, label strin
 }
 
 // call runs one libvirt call, logs it when debugging, and translates its
-// error.
+// error. A call that finds libvirtd gone reconnects, and is made again
+// where that is safe (redial.go).
 func (c *Conn) call(op, arg string, fn func() error) error {
+	c.lvMu.RLock()
+	gen := c.generation()
+	err := c.once(op, arg, fn)
+	lost := err != nil && c.lost()
+	c.lvMu.RUnlock()
+	if !lost {
+		return translate(op, err)
+	}
+	if rerr := c.reconnect(op, err, gen); rerr != nil {
+		return rerr
+	}
+	if !neverSent(err) && !readOnly(op) {
+		return &virt.Error{Op: op, Kind: virt.ErrConnect,
+			Msg: fmt.Sprintf("libvirtd went away while it ran this call, so whether it took effect is unknown (%s)", message(err))}
+	}
+	c.lvMu.RLock()
+	defer c.lvMu.RUnlock()
+	return translate(op, c.once(op, arg, fn))
+}
+
+// once runs fn and logs it when debugging; the error is libvirt's.
+func (c *Conn) once(op, arg string, fn func() error) error {
 	start := time.Now()
 	err := fn()
 	if c.debug != nil {
@@ -221,7 +269,7 @@ func (c *Conn) call(op, arg string, fn func() error) error {
 		}
 		fmt.Fprintf(c.debug, "libvirt: %s(%q) %s %s\n", op, arg, time.Since(start).Round(time.Microsecond), outcome)
 	}
-	return translate(op, err)
+	return err
 }
 
 // looksLikeUUID is whether s can be a UUID (32 hex digits, dashes aside),

@@ -15,8 +15,9 @@ import (
 // Domain is one domain of a Conn.
 type Domain struct {
 	c    *Conn
-	lv   *libvirt.Domain
+	lv   *libvirt.Domain // guarded by c.lvMu
 	name string
+	uuid string // to look it up again after a reconnection
 }
 
 var _ virt.Domain = (*Domain)(nil)

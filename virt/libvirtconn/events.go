@@ -3,6 +3,7 @@ package libvirtconn
 import (
 	"context"
 	"sync"
+	"time"
 
 	"libvirt.org/go/libvirt"
 
@@ -31,13 +32,17 @@ func startEventLoop() {
 // subscribers hears of a lost connection; guarded by Conn.mu.
 type subscribers map[chan virt.Event]struct{}
 
-// watchClose tells every subscriber when libvirt reports the connection
-// closed (daemon restarted, keepalive timed out, ...).
-func (c *Conn) watchClose() {
-	_ = c.lv.RegisterCloseCallback(func(*libvirt.Connect, libvirt.ConnectCloseReason) {
+// watchClose tells every subscriber when libvirt reports the connection lv
+// (the gen-th reconnection) closed: daemon restarted, keepalive timed out...
+// A connection already replaced says nothing.
+func (c *Conn) watchClose(lv *libvirt.Connect, gen int) {
+	_ = lv.RegisterCloseCallback(func(*libvirt.Connect, libvirt.ConnectCloseReason) {
 		c.mu.Lock()
 		defer c.mu.Unlock()
-		c.closed = true
+		if c.gen != gen || c.closed {
+			return
+		}
+		c.closed, c.lostAt = true, time.Now()
 		for ch := range c.subs {
 			send(ch, virt.Event{Kind: virt.EventDisconnected})
 		}
@@ -65,6 +70,11 @@ var blockJobStatus = map[libvirt.ConnectDomainEventBlockJobStatus]string{
 func (d *Domain) Events(ctx context.Context) (<-chan virt.Event, error) {
 	ch := make(chan virt.Event, 256)
 	var ids []int
+	// The registrations belong to this connection: after a reconnection
+	// they are gone with it, and the listener registers again.
+	d.c.lvMu.RLock()
+	lv, gen := d.c.lv, d.c.generation()
+	d.c.lvMu.RUnlock()
 	err := d.c.call("virConnectDomainEventRegisterAny", d.name+" job-completed", func() error {
 		id, err := d.c.lv.DomainEventJobCompletedRegister(d.lv, func(_ *libvirt.Connect, _ *libvirt.Domain, ev *libvirt.DomainEventJobCompleted) {
 			job := virt.Job{State: virt.JobCompleted, Backup: ev.Info.OperationSet && ev.Info.Operation == libvirt.DOMAIN_JOB_OPERATION_BACKUP}
@@ -94,7 +104,7 @@ func (d *Domain) Events(ctx context.Context) (<-chan virt.Event, error) {
 		return err
 	})
 	if err != nil {
-		d.deregister(ids)
+		d.deregister(lv, gen, ids)
 		return nil, err
 	}
 	d.c.mu.Lock()
@@ -108,7 +118,7 @@ func (d *Domain) Events(ctx context.Context) (<-chan virt.Event, error) {
 	d.c.mu.Unlock()
 	go func() {
 		<-ctx.Done()
-		d.deregister(ids)
+		d.deregister(lv, gen, ids)
 		d.c.mu.Lock()
 		delete(d.c.subs, ch)
 		d.c.mu.Unlock()
@@ -116,10 +126,16 @@ func (d *Domain) Events(ctx context.Context) (<-chan virt.Event, error) {
 	return ch, nil
 }
 
-func (d *Domain) deregister(ids []int) {
+func (d *Domain) deregister(lv *libvirt.Connect, gen int, ids []int) {
+	d.c.mu.Lock()
+	gone := d.c.gen != gen || d.c.closed || d.c.closing
+	d.c.mu.Unlock()
+	if gone {
+		return
+	}
 	for _, id := range ids {
-		_ = d.c.call("virConnectDomainEventDeregisterAny", d.name, func() error {
-			return d.c.lv.DomainEventDeregister(id)
+		_ = d.c.once("virConnectDomainEventDeregisterAny", d.name, func() error {
+			return lv.DomainEventDeregister(id)
 		})
 	}
 }
