@@ -83,7 +83,7 @@ func (b *Backup) fetch(ctx context.Context, printer progress.Printer, disks []ex
 	for i := range disks {
 		disks[i].Sum = disks[i].Bitmap == "" && disks[i].Compress == ""
 	}
-	res, err := exportfetch.Run(ctx, disks, exportfetch.Options{Connections: 4, KeepCache: true, Printer: printer, Now: b.req.Now, Limit: b.req.Limit})
+	res, err := exportfetch.Run(ctx, disks, exportfetch.Options{Connections: 4, KeepCache: true, Printer: printer, Notes: b.notes, Now: b.req.Now, Limit: b.req.Limit})
 	if err != nil {
 		return nil, err
 	}

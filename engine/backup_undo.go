@@ -31,6 +31,8 @@ func (b *Backup) fail(runCtx context.Context, cause error) error {
 		}
 		if err := job.Discard(ctx, b.dom, b.name, b.notes); err != nil {
 			problems = append(problems, err.Error())
+		} else if st, err := b.dom.State(ctx); err == nil && !st.Active && !b.offline {
+			b.dropStoppedBitmaps(ctx)
 		}
 		if err := b.dom.ClearBackupRecord(ctx); err != nil {
 			// A domain that stopped took its live record with it.
@@ -54,6 +56,32 @@ func (b *Backup) fail(runCtx context.Context, cause error) error {
 		err = fmt.Errorf("%w; while cleaning up: %s", err, strings.Join(problems, "; "))
 	}
 	return err
+}
+
+// dropStoppedBitmaps removes the failed job's bitmaps from the images of a
+// domain that stopped during it: QEMU stored them as it closed the images,
+// and libvirt, which deletes only the metadata of an inactive domain's
+// checkpoint, leaves them there, for QEMU to update on every write once the
+// domain runs again. An image in use again (the domain restarted
+// meanwhile) keeps its bitmap, which claims nothing: no checkpoint has its
+// name.
+func (b *Backup) dropStoppedBitmaps(ctx context.Context) {
+	for _, c := range b.dec.Disks {
+		d, ok := b.domainDisk(c.Name)
+		if !ok || !d.CanCarryBitmap() || imageFormat(d) != "qcow2" {
+			continue
+		}
+		bitmaps, err := imageInfo(ctx, d.Source, "qcow2")
+		if err != nil {
+			continue
+		}
+		if _, ok := findBitmap(bitmaps, b.name); !ok {
+			continue
+		}
+		if err := removeBitmap(ctx, d.Source, b.name); err != nil {
+			b.notes.Notef("note: the bitmap %s stays in %s (%v); it claims nothing: no checkpoint has its name", b.name, d.Source, err)
+		}
+	}
 }
 
 // pruneCheckpoints deletes the checkpoints of this folder's earlier

@@ -58,6 +58,12 @@ type Options struct {
 	// Limit, if set, caps the rate of the data read from the exports,
 	// for every disk together (and for every other fetch it is given to).
 	Limit *nbd.Limiter
+	// Attempts is how many times a disk whose NBD connection was lost
+	// (the server closed it) is fetched, from a new connection: 0 means
+	// 3; 1 never fetches twice.
+	Attempts int
+	// Notes hears of each new attempt.
+	Notes progress.Notifier
 }
 
 // Result is what a fetch copied.
@@ -173,6 +179,12 @@ func defaults(o Options) Options {
 	if o.Every <= 0 {
 		o.Every = 250 * time.Millisecond
 	}
+	if o.Attempts <= 0 {
+		o.Attempts = 3
+	}
+	if o.Notes == nil {
+		o.Notes = progress.NewNotifier(nil, nil)
+	}
 	return o
 }
 
@@ -217,6 +229,30 @@ func (j *diskJob) run(ctx context.Context) (err error) {
 			j.state.Store(progress.DiskDone)
 		}
 	}()
+	for attempt := 1; ; attempt++ {
+		err = j.once(ctx)
+		if err == nil || attempt >= j.opts.Attempts || !errors.Is(err, nbd.ErrDisconnected) || ctx.Err() != nil {
+			if err != nil && attempt > 1 {
+				err = fmt.Errorf("%w (attempt %d of %d)", err, attempt, j.opts.Attempts)
+			}
+			return err
+		}
+		// The export is the job's point in time, whoever reads it and
+		// however often: read again from the start, it gives the same
+		// data. What the lost connections wrote is dropped with the file.
+		pause := time.Duration(attempt) * time.Second
+		j.opts.Notes.Notef("disk %s: %v; fetching it again from a new connection in %s (attempt %d of %d)", j.disk.Name, err, pause, attempt+1, j.opts.Attempts)
+		j.done.Store(0)
+		select {
+		case <-ctx.Done():
+			return context.Cause(ctx)
+		case <-time.After(pause):
+		}
+	}
+}
+
+// once fetches the disk from a connection of its own.
+func (j *diskJob) once(ctx context.Context) (err error) {
 	j.result = DiskResult{Name: j.disk.Name, Path: j.disk.Path}
 	contexts := []string{baseAllocation}
 	if j.disk.Bitmap != "" {

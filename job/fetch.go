@@ -105,7 +105,7 @@ func Fetch(ctx context.Context, j *Job, domain string, req FetchRequest) (export
 	if err := os.MkdirAll(req.Dir, 0o755); err != nil {
 		return exportfetch.Result{}, err
 	}
-	res, err := exportfetch.Run(ctx, disks, exportfetch.Options{Connections: req.Connections, Printer: req.Printer, Now: req.Now, Limit: req.Limit})
+	res, err := exportfetch.Run(ctx, disks, exportfetch.Options{Connections: req.Connections, Printer: req.Printer, Notes: req.Notes, Now: req.Now, Limit: req.Limit})
 	if err != nil {
 		return res, fmt.Errorf("domain %q: fetching the exports: %w; nothing incomplete was kept", domain, err)
 	}
