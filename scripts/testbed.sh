@@ -13,6 +13,8 @@
 #                                          write PATTERN through the running disk
 #   testbed.sh undomain DIR NAME           destroy and undefine a domain, remove its images
 #   testbed.sh down DIR                    stop everything of the bed, remove DIR
+#   testbed.sh restart DIR                 stop the bed's libvirtd and start it again; QEMUs go on
+#   testbed.sh qemu-pid DIR NAME           the pid of the running domain's QEMU
 #
 # Everything but the user account lives under DIR. Needs root.
 #
@@ -62,6 +64,12 @@ usage:
   $PROG down DIR
       Destroy the bed's domains, stop its libvirtd and every process of the bed,
       remove DIR. Succeeds if DIR is already gone.
+  $PROG restart DIR
+      Stop the bed's libvirtd (SIGTERM, as a package upgrade's restart does) and
+      start it again; the domains' QEMUs go on running. Prints the seconds libvirtd
+      was away.
+  $PROG qemu-pid DIR NAME
+      Print the pid of the QEMU process of the running domain NAME.
 Needs root. Exit status 2 on usage errors.
 EOF
 }
@@ -634,6 +642,34 @@ cmd_down() {
 	fi
 }
 
+# cmd_restart DIR: libvirtd goes away and comes back, as when a package
+# upgrade restarts it; a session daemon leaves its domains' QEMUs running.
+cmd_restart() {
+	[ $# -eq 1 ] || usage_error "restart: expected DIR"
+	need_root
+	local dir pid start
+	dir=$(bed_dir "$1")
+	pid=$(cat -- "$dir/run/libvirtd.pid" 2>/dev/null || true)
+	[[ $pid =~ ^[0-9]+$ ]] && [ "$(stat -c %U "/proc/$pid" 2>/dev/null || true)" = "$BED_USER" ] ||
+		die "restart: no libvirtd of the bed in $dir/run/libvirtd.pid"
+	start=$EPOCHREALTIME
+	kill_wait TERM 20 "$pid" || die "restart: libvirtd (pid $pid) did not stop within 20s"
+	cmd_up "$dir" >/dev/null
+	awk -v a="$start" -v b="$EPOCHREALTIME" 'BEGIN { printf "%.1f\n", b - a }'
+}
+
+# cmd_qemu_pid DIR NAME: the pid of NAME's QEMU, from libvirt's pid file.
+cmd_qemu_pid() {
+	[ $# -eq 2 ] || usage_error "qemu-pid: expected DIR NAME"
+	local dir name=$2 pid
+	valid_name "$name" || usage_error "qemu-pid: bad NAME '$name'"
+	need_root
+	dir=$(bed_dir "$1")
+	pid=$(cat -- "$dir/run/libvirt/qemu/run/$name.pid" 2>/dev/null || true)
+	[[ $pid =~ ^[0-9]+$ ]] && alive "$pid" || die "domain '$name' has no running QEMU"
+	printf '%s\n' "$pid"
+}
+
 main() {
 	if [ $# -eq 0 ]; then
 		log "missing sub-command"
@@ -649,6 +685,8 @@ main() {
 	write) cmd_write "$@" ;;
 	undomain) cmd_undomain "$@" ;;
 	down) cmd_down "$@" ;;
+	restart) cmd_restart "$@" ;;
+	qemu-pid) cmd_qemu_pid "$@" ;;
 	-h | --help | help) usage ;;
 	*)
 		log "unknown sub-command '$cmd'"
