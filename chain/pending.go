@@ -30,6 +30,21 @@ func (s *Store) Begin(name string) (*Pending, error) {
 	return &Pending{store: s, name: name, dir: dir}, nil
 }
 
+// Taken reports whether name is used in the store: by a backup, or by an
+// unfinished one an interrupted run left. The latter's name stays taken
+// until the leftover is removed, and is best never used again: the
+// bitmaps of its checkpoint may survive in the images (a shut-off backup
+// killed after adding them; the domain started since loaded them), and a
+// new checkpoint of the same name would fail on them.
+func (s *Store) Taken(name string) bool {
+	for _, p := range []string{name, "." + name + partialSuffix} {
+		if _, err := os.Lstat(filepath.Join(s.Dir, p)); err == nil {
+			return true
+		}
+	}
+	return false
+}
+
 // Dir is the folder to write the backup's images into.
 func (p *Pending) Dir() string { return p.dir }
 

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"os"
 	"path/filepath"
 
 	"libvirt.org/go/libvirtxml"
@@ -103,10 +102,8 @@ func (b *Backup) checkpointName(ctx context.Context) (string, error) {
 		}
 		_, err := b.dom.Checkpoint(ctx, name)
 		if errors.Is(err, virt.ErrNoCheckpoint) {
-			if _, ferr := b.store.Find(name); ferr != nil {
-				if _, serr := os.Lstat(filepath.Join(b.req.Dir, name)); serr != nil {
-					return name, nil
-				}
+			if _, ferr := b.store.Find(name); ferr != nil && !b.store.Taken(name) {
+				return name, nil
 			}
 			continue
 		}

@@ -227,3 +227,32 @@ func legacy(t *testing.T, bk *chain.Backup) {
 }
 
 const vdaOnly = `<disks><disk name='vda' checkpoint='bitmap'/><disk name='vdb' checkpoint='no'/></disks>`
+
+// The name an unfinished backup left in the folder is not given again,
+// even within the same second: its checkpoint's bitmaps may have survived
+// in the images (a shut-off backup killed after adding them, the domain
+// started since), and a checkpoint of the same name would fail on them.
+func TestBackupSkipsTheNameOfALeftover(t *testing.T) {
+	b := newBed(t)
+	pushing(t, b)
+	at := time.Date(2026, 12, 4, 14, 45, 37, 0, time.UTC)
+	backupInto(t, b, b.dir, at)
+	req := b.request(t)
+	req.Push, req.Now = true, func() time.Time { return at.Add(time.Second) }
+	p, err := PrepareBackup(context.Background(), b.dom, req, b.notes)
+	if err != nil {
+		t.Fatal(err)
+	}
+	left := p.Name()
+	p.Close()
+	if err := os.Mkdir(filepath.Join(b.dir, "."+left+".partial"), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	done := runBackup(t, b, req)
+	if done.Name() == left {
+		t.Errorf("the backup is named %s, as the unfinished one left in the folder", left)
+	}
+	if !strings.Contains(b.notes.all(), "removed the unfinished backup "+left) {
+		t.Errorf("the leftover was not removed:\n%s", b.notes.all())
+	}
+}
