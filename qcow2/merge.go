@@ -21,6 +21,13 @@ package qcow2
 //     each entry old or new), or the new table's L1 entry; then synced.
 //  3. freed (Over only): the clusters no longer used are uncounted, synced,
 //     and their space given back to the file system.
+//
+// Over, a data cluster that replaces a data cluster of Dst's own is written
+// over it in step 1 instead (overwritable): the commit of a rolling chain
+// then costs the overlay's bytes and a sync, and the full does not grow.
+// Dst alone reads a torn cluster after a crash there, but only where the
+// layer above, which the caller keeps until the move is done, holds the
+// cluster.
 
 import (
 	"context"
@@ -56,6 +63,18 @@ type moved struct {
 	src, old uint64 // its L2 entry in Src, and in Dst before
 	host     uint64 // where its bytes go in Dst
 	n        uint64 // how many (a compressed span)
+	inPlace  bool   // written over Dst's own cluster, whose entry stays
+}
+
+// overwritable reports a commit that can write a cluster's data over
+// Dst's cluster of the same guest offset instead of appending it: both
+// are plain data and Dst's is its own alone (the copied flag: refcount
+// 1). The entry and the refcounts then stay as they are, and nothing is
+// freed. What Dst reads changes at the write, as it does at the remap
+// of an appended cluster; the callers commit only where the layer above
+// holds the cluster, which reads the same either way.
+func overwritable(se, de uint64) bool {
+	return kindOf(se) == plain && kindOf(de) == plain && de&oflagCopied != 0
 }
 
 // MoveClusters carries out m. An image it does not handle is refused with
@@ -129,6 +148,10 @@ func (mv *mover) region(r, n uint64, out *Moved) error {
 		if se&(1<<9-1)&^oflagZero != 0 && kindOf(se) != packed {
 			return unsupported(src.path, "reserved bits set in L2 entry %#x", se)
 		}
+		if mv.Over && overwritable(se, de) {
+			mv.moves = append(mv.moves, moved{index: i, src: se, old: de, host: de & hostOffsetMask, n: ClusterSize, inPlace: true})
+			continue
+		}
 		switch kindOf(se) {
 		case plain:
 			plains++
@@ -171,8 +194,13 @@ func (mv *mover) region(r, n uint64, out *Moved) error {
 		}
 	}
 	p, tail := plainAt*ClusterSize, packedAt*ClusterSize
+	remapped := 0
 	for k := range mv.moves {
 		m := &mv.moves[k]
+		if m.inPlace {
+			continue
+		}
+		remapped++
 		var e uint64
 		switch kindOf(m.src) {
 		case zeroes:
@@ -229,8 +257,10 @@ func (mv *mover) region(r, n uint64, out *Moved) error {
 	if err := mv.step("written"); err != nil {
 		return err
 	}
-	// 2. mapped
-	if newL2 {
+	// 2. mapped (nothing to map when every cluster was written in place)
+	if remapped == 0 {
+		// the region's table is Dst's already
+	} else if newL2 {
 		var e [8]byte
 		be.PutUint64(e[:], l2Off|oflagCopied)
 		err = dst.pwrite(e[:], dst.l1Off+r*8)
@@ -238,7 +268,7 @@ func (mv *mover) region(r, n uint64, out *Moved) error {
 	} else {
 		err = dst.pwrite(mv.dstL2, l2Off)
 	}
-	if err == nil {
+	if err == nil && remapped > 0 {
 		err = dst.f.Sync()
 	}
 	if err != nil {
@@ -258,6 +288,9 @@ func (mv *mover) region(r, n uint64, out *Moved) error {
 	// 3. freed
 	var free []uint64
 	for _, m := range mv.moves {
+		if m.inPlace {
+			continue
+		}
 		err := hostClusters(m.old, func(c uint64) error {
 			if err := dst.addRef(c, -1); err != nil {
 				return err

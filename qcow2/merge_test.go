@@ -286,3 +286,66 @@ func TestMoveRefuses(t *testing.T) {
 		}
 	}
 }
+
+// The rolling chain's commit: an uncompressed overlay's data over the
+// full's own data clusters is written in place, so the full neither grows
+// nor frees anything, and a commit stopped after its writes leaves the
+// overlay reading as before over it.
+func TestMoveOverInPlace(t *testing.T) {
+	needQemu(t)
+	all, some := map[uint64]kind{}, map[uint64]kind{}
+	for i := range uint64(1024) {
+		all[i] = random
+		if i%3 == 0 {
+			some[i] = text
+		}
+	}
+	crash := errors.New("crash")
+	for _, stopAt := range []string{"", "written"} {
+		t.Run("stop="+stopAt, func(t *testing.T) {
+			dir := t.TempDir()
+			base, top := filepath.Join(dir, "base.qcow2"), filepath.Join(dir, "top.qcow2")
+			writePlain(t, base, 64<<20, all, Options{})
+			writePlain(t, top, 64<<20, some, Options{Backing: "base.qcow2", BackingFormat: "qcow2"})
+			want := rawOf(t, top)
+			size := func() int64 {
+				fi, err := os.Stat(base)
+				if err != nil {
+					t.Fatal(err)
+				}
+				return fi.Size()
+			}
+			before := size()
+			m := Move{Src: top, Dst: base, Over: true}
+			if stopAt != "" {
+				m.Step = func(s string) error {
+					if s == stopAt {
+						return crash
+					}
+					return nil
+				}
+			}
+			res, err := MoveClusters(context.Background(), m)
+			if stopAt != "" {
+				if !errors.Is(err, crash) {
+					t.Fatalf("got %v, want the stop", err)
+				}
+				sameAs(t, top, want)
+				qemuCheck(t, base)
+				// Done again, as the next prune does.
+				res, err = MoveClusters(context.Background(), Move{Src: top, Dst: base, Over: true})
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			sameAs(t, base, want)
+			qemuCheck(t, base)
+			if after := size(); after != before || res.Freed != 0 || res.Stored != 0 {
+				t.Errorf("moved %+v; the full's file went from %d to %d bytes, want it written in place", res, before, after)
+			}
+			if res.Clusters != uint64(len(some)) {
+				t.Errorf("moved %d clusters, want %d", res.Clusters, len(some))
+			}
+		})
+	}
+}
