@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 
@@ -130,18 +131,23 @@ func TestRemoteRestorePool(t *testing.T) {
 			wantSaid(t, r, "Uploading the images into pool "+pool+" of qemu+ssh://", "Domain "+name+" defined on the restored images (not started)")
 
 			vols := remoteVolumes(t, host, pool)
-			blk := rvirsh(t, host, "domblklist", name)
+			blk := map[string]string{}
+			for _, l := range strings.Split(rvirsh(t, host, "domblklist", name), "\n") {
+				if f := strings.Fields(l); len(f) == 2 {
+					blk[f[0]] = f[1]
+				}
+			}
 			for _, d := range disks {
 				vol := name + "-" + d + ".qcow2"
-				if !strings.Contains(strings.Join(vols, "\n"), vol) {
+				if !slices.Contains(vols, vol) {
 					t.Fatalf("remote pool %s lacks volume %s: %v", pool, vol, vols)
 				}
 				path := strings.TrimSpace(rvirsh(t, host, "vol-path", vol, "--pool", pool))
 				if path != pooldir+"/"+vol {
 					t.Errorf("volume %s is at %s, want it in the pool's folder %s", vol, path, pooldir)
 				}
-				if !strings.Contains(blk, d+" ") || !strings.Contains(blk, path) {
-					t.Errorf("domblklist %s on the remote host lacks %s on %s:\n%s", name, d, path, blk)
+				if blk[d] != path {
+					t.Errorf("domblklist %s on the remote host: %s is on %q, want %s", name, d, blk[d], path)
 				}
 				wantSaid(t, r, "volume "+vol+" of pool "+pool+": "+path)
 				if _, err := os.Stat(path); err == nil {
