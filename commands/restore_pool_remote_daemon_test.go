@@ -218,6 +218,16 @@ func TestRemoteRestorePoolRefusals(t *testing.T) {
 	if st := strings.TrimSpace(rvirsh(t, host, "domstate", dom)); st != "running" {
 		t.Errorf("the domain in the way is %q after a refused restore, want running", st)
 	}
+
+	// Shut off, it is there all the same.
+	rvirsh(t, host, "destroy", dom)
+	r = vb(t, remoteOpen, "-c", host.URI(), "restore", "--from", dir, "--define", dom, "--pool", pool)
+	wantCode(t, r, ExitFailure)
+	wantStderr(t, r, "--define "+dom+": a domain of that name exists already")
+	sameVolumes()
+	if st := strings.TrimSpace(rvirsh(t, host, "domstate", dom)); st != "shut off" {
+		t.Errorf("the shut-off domain in the way is %q after a refused restore", st)
+	}
 	if entries, _ := filepath.Glob(filepath.Join(os.TempDir(), "vbackup-restore-*")); len(entries) > 0 {
 		t.Errorf("staging folders left behind here: %v", entries)
 	}
