@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+	"sync"
 	"syscall"
 )
 
@@ -45,6 +46,28 @@ type Store struct {
 	staleRemoval bool
 }
 
+// Holds reports whether dir holds a backup, or a removal that an
+// interrupted prune left, without reading every manifest: what a command
+// asks before it takes the folder's lock and opens the store.
+func Holds(dir string) bool {
+	if _, err := os.Lstat(filepath.Join(dir, removalFile)); err == nil {
+		return true
+	}
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		return false
+	}
+	for _, e := range entries {
+		if !e.IsDir() || strings.HasPrefix(e.Name(), ".") {
+			continue
+		}
+		if _, err := os.Lstat(filepath.Join(dir, e.Name(), ManifestFile)); err == nil {
+			return true
+		}
+	}
+	return false
+}
+
 // Open reads the backups in dir. A folder that does not exist holds none. A
 // manifest that cannot be read, or a chain that points at a missing backup,
 // is an error naming it: every later backup would depend on it.
@@ -57,27 +80,49 @@ func Open(dir string) (*Store, error) {
 	if err != nil {
 		return nil, err
 	}
+	var names []string
 	for _, e := range entries {
-		if !e.IsDir() || strings.HasPrefix(e.Name(), ".") {
-			continue
+		if e.IsDir() && !strings.HasPrefix(e.Name(), ".") {
+			names = append(names, e.Name())
 		}
-		path := filepath.Join(dir, e.Name(), ManifestFile)
-		data, err := os.ReadFile(path)
-		if errors.Is(err, os.ErrNotExist) {
+	}
+	// Read side by side: on a cold cache each manifest is a few reads of
+	// its own, and a nightly prune of years of backups opens them all.
+	// The first error in folder order is the one said.
+	data, errs := make([][]byte, len(names)), make([]error, len(names))
+	var wg sync.WaitGroup
+	work := make(chan int)
+	for range min(len(names), 8) {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := range work {
+				data[i], errs[i] = os.ReadFile(filepath.Join(dir, names[i], ManifestFile))
+			}
+		}()
+	}
+	for i := range names {
+		work <- i
+	}
+	close(work)
+	wg.Wait()
+	for i, name := range names {
+		path := filepath.Join(dir, name, ManifestFile)
+		if errors.Is(errs[i], os.ErrNotExist) {
 			continue // not a backup: vbackup never leaves a folder without one under a backup's name
 		}
-		if err != nil {
-			return nil, err
+		if errs[i] != nil {
+			return nil, errs[i]
 		}
-		b := &Backup{Dir: filepath.Join(dir, e.Name())}
-		if err := json.Unmarshal(data, &b.Manifest); err != nil {
+		b := &Backup{Dir: filepath.Join(dir, name)}
+		if err := json.Unmarshal(data[i], &b.Manifest); err != nil {
 			return nil, fmt.Errorf("%s: %w", path, err)
 		}
 		if err := b.check(); err != nil {
 			return nil, fmt.Errorf("%s: %w", path, err)
 		}
-		if b.Name() != e.Name() {
-			return nil, fmt.Errorf("%s: it describes backup %q, not %q (was the folder renamed?)", path, b.Name(), e.Name())
+		if b.Name() != name {
+			return nil, fmt.Errorf("%s: it describes backup %q, not %q (was the folder renamed?)", path, b.Name(), name)
 		}
 		s.Backups = append(s.Backups, b)
 	}
