@@ -11,7 +11,11 @@ import (
 // a path is not an empty folder.
 func OpenFolder(dir string) (*chain.Store, error) {
 	if fi, err := os.Stat(dir); err != nil || !fi.IsDir() {
-		return nil, fmt.Errorf("%s is not a folder of backups (one that 'vbackup backup DOMAIN --to DIR' writes)", dir)
+		return nil, notAFolder(dir)
 	}
 	return chain.Open(dir)
+}
+
+func notAFolder(dir string) error {
+	return fmt.Errorf("%s is not a folder of backups (one that 'vbackup backup DOMAIN --to DIR' writes)", dir)
 }

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"syscall"
 	"time"
 
@@ -56,9 +57,9 @@ type Merge struct {
 func Prune(ctx context.Context, req PruneRequest, notes progress.Notifier) (Pruned, error) {
 	var out Pruned
 	// Refused before the lock, whose file would be the first change.
-	if first, err := OpenFolder(req.Dir); err != nil {
-		return out, err
-	} else if len(first.Backups) == 0 && first.Removing == nil {
+	if fi, err := os.Stat(req.Dir); err != nil || !fi.IsDir() {
+		return out, notAFolder(req.Dir)
+	} else if !chain.Holds(req.Dir) {
 		return out, fmt.Errorf("%s holds no backups to prune (no backup folder with a %s in it)", req.Dir, chain.ManifestFile)
 	}
 	// A dry run only reads; a prune excludes backups (the folder's lock)
@@ -127,7 +128,6 @@ func Prune(ctx context.Context, req PruneRequest, notes progress.Notifier) (Prun
 	if err := dropStale(store, stale, req.DryRun, notes); err != nil {
 		return out, err
 	}
-	before := storedBytes(req.Dir)
 	dry := &dryRun{full: map[string]bool{}, ranges: map[string][]contentsum.Range{}}
 	for _, v := range out.Verdicts {
 		if v.Keep {
@@ -145,7 +145,14 @@ func Prune(ctx context.Context, req PruneRequest, notes progress.Notifier) (Prun
 		if err := context.Cause(ctx); err != nil {
 			return out, fmt.Errorf("prune stopped before removing backup %s: %w", v.Backup.Name(), err)
 		}
+		// What a removal frees is measured in the folders it changes
+		// alone: a walk of years of backups would cost more than it.
+		dirs := touched(store, v.Backup)
+		before := storedBytes(dirs...)
 		merges, err := remove(ctx, store, v.Backup, req.Now(), notes)
+		if after := storedBytes(dirs...); after < before {
+			out.Freed += before - after
+		}
 		out.Merges = append(out.Merges, merges...)
 		if err != nil {
 			if c := context.Cause(ctx); c != nil && !errors.Is(err, c) {
@@ -154,11 +161,6 @@ func Prune(ctx context.Context, req PruneRequest, notes progress.Notifier) (Prun
 			return out, err
 		}
 		out.Removed = append(out.Removed, v.Backup.Name())
-	}
-	if !req.DryRun {
-		if after := storedBytes(req.Dir); after < before {
-			out.Freed = before - after
-		}
 	}
 	return out, nil
 }
@@ -223,19 +225,36 @@ func merge(ctx context.Context, store *chain.Store, r *chain.Backup, plan []chai
 	return merges, nil
 }
 
-// storedBytes is the space the folder's files take.
-func storedBytes(dir string) uint64 {
-	var n uint64
-	_ = filepath.WalkDir(dir, func(path string, e os.DirEntry, err error) error {
-		if err != nil || e.IsDir() {
-			return nil
-		}
-		if fi, err := e.Info(); err == nil {
-			if st, ok := fi.Sys().(*syscall.Stat_t); ok {
-				n += uint64(st.Blocks) * 512
+// touched is the folders that removing r changes: its own, and those of
+// the backups built on it, which take its data.
+func touched(store *chain.Store, r *chain.Backup) []string {
+	dirs := []string{r.Dir}
+	for _, d := range r.Disks {
+		for _, next := range store.Dependents(r, d.Name) {
+			if !slices.Contains(dirs, next.Dir) {
+				dirs = append(dirs, next.Dir)
 			}
 		}
-		return nil
-	})
+	}
+	return dirs
+}
+
+// storedBytes is the space the files under paths take (none for a path
+// that is gone).
+func storedBytes(paths ...string) uint64 {
+	var n uint64
+	for _, p := range paths {
+		_ = filepath.WalkDir(p, func(path string, e os.DirEntry, err error) error {
+			if err != nil || e.IsDir() {
+				return nil
+			}
+			if fi, err := e.Info(); err == nil {
+				if st, ok := fi.Sys().(*syscall.Stat_t); ok {
+					n += uint64(st.Blocks) * 512
+				}
+			}
+			return nil
+		})
+	}
 	return n
 }
