@@ -28,7 +28,7 @@ var agentCodes = map[libvirt.ErrorNumber]bool{
 
 // PingAgent asks the guest agent for guest-ping.
 func (d *Domain) PingAgent(ctx context.Context) error {
-	return d.agentCall("virDomainQemuAgentCommand", func() error {
+	return d.agentCall(ctx, "virDomainQemuAgentCommand", func() error {
 		_, err := d.lv.QemuAgentCommand(`{"execute":"guest-ping"}`, pingTimeout, 0)
 		return err
 	})
@@ -36,18 +36,18 @@ func (d *Domain) PingAgent(ctx context.Context) error {
 
 // FreezeFS freezes all the guest's filesystems.
 func (d *Domain) FreezeFS(ctx context.Context) error {
-	return d.agentCall("virDomainFSFreeze", func() error { return d.lv.FSFreeze(nil, 0) })
+	return d.agentCall(ctx, "virDomainFSFreeze", func() error { return d.lv.FSFreeze(nil, 0) })
 }
 
 // ThawFS thaws all the guest's filesystems.
 func (d *Domain) ThawFS(ctx context.Context) error {
-	return d.agentCall("virDomainFSThaw", func() error { return d.lv.FSThaw(nil, 0) })
+	return d.agentCall(ctx, "virDomainFSThaw", func() error { return d.lv.FSThaw(nil, 0) })
 }
 
 // agentCall is call, with libvirt's agent errors as virt.ErrNoAgent.
-func (d *Domain) agentCall(op string, fn func() error) error {
+func (d *Domain) agentCall(ctx context.Context, op string, fn func() error) error {
 	noAgent := false
-	err := d.c.call(op, d.name, func() error {
+	err := d.c.call(ctx, op, d.name, func() error {
 		err := fn()
 		var lerr libvirt.Error
 		noAgent = errors.As(err, &lerr) && agentCodes[lerr.Code]

@@ -18,7 +18,7 @@ func (d *Domain) BeginBackup(ctx context.Context, backupXML, checkpointXML strin
 	if flags.ReuseExternal {
 		lf |= libvirt.DOMAIN_BACKUP_BEGIN_REUSE_EXTERNAL
 	}
-	return d.c.call("virDomainBackupBegin", d.name, func() error {
+	return d.c.call(ctx, "virDomainBackupBegin", d.name, func() error {
 		return d.lv.BackupBegin(backupXML, checkpointXML, lf)
 	})
 }
@@ -26,7 +26,7 @@ func (d *Domain) BeginBackup(ctx context.Context, backupXML, checkpointXML strin
 // BackupXML is the running backup job's XML.
 func (d *Domain) BackupXML(ctx context.Context) (string, error) {
 	var doc string
-	err := d.c.call("virDomainBackupGetXMLDesc", d.name, func() (err error) {
+	err := d.c.call(ctx, "virDomainBackupGetXMLDesc", d.name, func() (err error) {
 		doc, err = d.lv.BackupGetXMLDesc(0)
 		return err
 	})
@@ -35,7 +35,7 @@ func (d *Domain) BackupXML(ctx context.Context) (string, error) {
 
 // AbortJob ends the domain's running job.
 func (d *Domain) AbortJob(ctx context.Context) error {
-	return d.c.call("virDomainAbortJob", d.name, func() error {
+	return d.c.call(ctx, "virDomainAbortJob", d.name, func() error {
 		return d.lv.AbortJob()
 	})
 }
@@ -70,7 +70,7 @@ func (d *Domain) Job(ctx context.Context, completed bool) (virt.Job, error) {
 		lf = libvirt.DOMAIN_JOB_STATS_COMPLETED | libvirt.DOMAIN_JOB_STATS_KEEP_COMPLETED
 	}
 	var info *libvirt.DomainJobInfo
-	err := d.c.call("virDomainGetJobStats", d.name, func() (err error) {
+	err := d.c.call(ctx, "virDomainGetJobStats", d.name, func() (err error) {
 		info, err = d.lv.GetJobStats(lf)
 		return err
 	})
@@ -114,7 +114,7 @@ func (d *Domain) Job(ctx context.Context, completed bool) (virt.Job, error) {
 // BlockJob is the block job on disk, if one runs.
 func (d *Domain) BlockJob(ctx context.Context, disk string) (virt.BlockJob, bool, error) {
 	var info *libvirt.DomainBlockJobInfo
-	err := d.c.call("virDomainGetBlockJobInfo", disk, func() (err error) {
+	err := d.c.call(ctx, "virDomainGetBlockJobInfo", disk, func() (err error) {
 		info, err = d.lv.GetBlockJobInfo(disk, 0)
 		return err
 	})
@@ -169,7 +169,7 @@ func (d *Domain) SetBackupRecord(ctx context.Context, rec virt.BackupRecord) err
 	if err != nil {
 		return err
 	}
-	return d.c.call("virDomainSetMetadata", d.name, func() error {
+	return d.c.call(ctx, "virDomainSetMetadata", d.name, func() error {
 		return d.lv.SetMetadata(libvirt.DOMAIN_METADATA_ELEMENT, string(doc), recordPrefix, recordNS, libvirt.DOMAIN_AFFECT_LIVE)
 	})
 }
@@ -178,7 +178,7 @@ func (d *Domain) SetBackupRecord(ctx context.Context, rec virt.BackupRecord) err
 func (d *Domain) BackupRecord(ctx context.Context) (virt.BackupRecord, bool, error) {
 	var doc string
 	absent := false
-	err := d.c.call("virDomainGetMetadata", d.name, func() (err error) {
+	err := d.c.call(ctx, "virDomainGetMetadata", d.name, func() (err error) {
 		doc, err = d.lv.GetMetadata(libvirt.DOMAIN_METADATA_ELEMENT, recordNS, libvirt.DOMAIN_AFFECT_LIVE)
 		var lerr libvirt.Error
 		if errors.As(err, &lerr) && lerr.Code == libvirt.ERR_NO_DOMAIN_METADATA {
@@ -204,7 +204,7 @@ func (d *Domain) BackupRecord(ctx context.Context) (virt.BackupRecord, bool, err
 
 // ClearBackupRecord forgets the record.
 func (d *Domain) ClearBackupRecord(ctx context.Context) error {
-	return d.c.call("virDomainSetMetadata", d.name, func() error {
+	return d.c.call(ctx, "virDomainSetMetadata", d.name, func() error {
 		return d.lv.SetMetadata(libvirt.DOMAIN_METADATA_ELEMENT, "", "", recordNS, libvirt.DOMAIN_AFFECT_LIVE)
 	})
 }

@@ -58,10 +58,7 @@ var (
 // then its default). It never prompts for credentials.
 func Open(ctx context.Context, uri string, opts Options) (*Conn, error) {
 	startEventLoop()
-	c := &Conn{debug: opts.Debug, redial: redialing{uri: uri, wait: opts.RedialWait}}
-	if c.redial.wait == 0 {
-		c.redial.wait = defaultRedialWait
-	}
+	c := &Conn{debug: opts.Debug, redial: newRedialing(uri, opts.RedialWait)}
 	err := translate("virConnectOpen", c.once("virConnectOpen", uri, func() (err error) {
 		c.lv, err = libvirt.NewConnect(uri)
 		return err
@@ -75,7 +72,7 @@ func Open(ctx context.Context, uri string, opts Options) (*Conn, error) {
 	}
 	c.uri = uri
 	c.watchClose(c.lv, 0)
-	_ = c.call("virConnectGetURI", "", func() (err error) {
+	_ = c.call(ctx, "virConnectGetURI", "", func() (err error) {
 		c.uri, err = c.lv.GetURI()
 		return err
 	})
@@ -110,18 +107,18 @@ func (c *Conn) Close() error {
 // virsh does.
 func (c *Conn) Domain(ctx context.Context, name string) (virt.Domain, error) {
 	var d *libvirt.Domain
-	err := c.call("virDomainLookupByName", name, func() (err error) {
+	err := c.call(ctx, "virDomainLookupByName", name, func() (err error) {
 		d, err = c.lv.LookupDomainByName(name)
 		return err
 	})
 	if errors.Is(err, virt.ErrNoDomain) && looksLikeUUID(name) {
-		err = c.call("virDomainLookupByUUIDString", name, func() (err error) {
+		err = c.call(ctx, "virDomainLookupByUUIDString", name, func() (err error) {
 			d, err = c.lv.LookupDomainByUUIDString(name)
 			return err
 		})
 	}
 	if id, ok := parseID(name); ok && errors.Is(err, virt.ErrNoDomain) {
-		err = c.call("virDomainLookupByID", name, func() (err error) {
+		err = c.call(ctx, "virDomainLookupByID", name, func() (err error) {
 			d, err = c.lv.LookupDomainById(id)
 			return err
 		})
@@ -129,24 +126,24 @@ func (c *Conn) Domain(ctx context.Context, name string) (virt.Domain, error) {
 	if err != nil {
 		return nil, err
 	}
-	return c.adopt(d, name), nil
+	return c.adopt(ctx, d, name), nil
 }
 
 // adopt wraps a domain handle, to be freed with the connection, under its
 // own name (name, a UUID or ID, only if libvirt cannot say).
-func (c *Conn) adopt(d *libvirt.Domain, name string) *Domain {
+func (c *Conn) adopt(ctx context.Context, d *libvirt.Domain, name string) *Domain {
 	dom := &Domain{c: c, lv: d, name: name}
 	c.mu.Lock()
 	c.domains = append(c.domains, dom)
 	c.mu.Unlock()
-	_ = c.call("virDomainGetName", name, func() (err error) {
+	_ = c.call(ctx, "virDomainGetName", name, func() (err error) {
 		if n, err := d.GetName(); err == nil {
 			dom.name = n
 		}
 		return err
 	})
 	// Looked up by UUID again after a reconnection.
-	_ = c.call("virDomainGetUUIDString", dom.name, func() (err error) {
+	_ = c.call(ctx, "virDomainGetUUIDString", dom.name, func() (err error) {
 		dom.uuid, err = d.GetUUIDString()
 		return err
 	})
@@ -156,14 +153,14 @@ func (c *Conn) adopt(d *libvirt.Domain, name string) *Domain {
 // DefineDomain defines a persistent domain.
 func (c *Conn) DefineDomain(ctx context.Context, doc string) (virt.Domain, error) {
 	var d *libvirt.Domain
-	err := c.call("virDomainDefineXML", "", func() (err error) {
+	err := c.call(ctx, "virDomainDefineXML", "", func() (err error) {
 		d, err = c.lv.DomainDefineXML(doc)
 		return err
 	})
 	if err != nil {
 		return nil, err
 	}
-	return c.adopt(d, ""), nil
+	return c.adopt(ctx, d, ""), nil
 }
 
 // Domains lists domain names, sorted.
@@ -172,13 +169,13 @@ func (c *Conn) Domains(ctx context.Context, active bool) ([]string, error) {
 	if !active {
 		flags |= libvirt.CONNECT_LIST_DOMAINS_INACTIVE
 	}
-	return c.listDomains(flags, "")
+	return c.listDomains(ctx, flags, "")
 }
 
 // SecurityModels reads the host's security drivers from its capabilities.
 func (c *Conn) SecurityModels(ctx context.Context) ([]virt.SecurityModel, error) {
 	var doc string
-	err := c.call("virConnectGetCapabilities", "", func() (err error) {
+	err := c.call(ctx, "virConnectGetCapabilities", "", func() (err error) {
 		doc, err = c.lv.GetCapabilities()
 		return err
 	})
@@ -211,12 +208,12 @@ func securityModels(doc string) ([]virt.SecurityModel, error) {
 // DomainsWithCheckpoints lists, sorted, the domains that have at least one
 // checkpoint, in one call (shell completion of checkpoint-* commands).
 func (c *Conn) DomainsWithCheckpoints(ctx context.Context) ([]string, error) {
-	return c.listDomains(libvirt.CONNECT_LIST_DOMAINS_HAS_CHECKPOINT, "has-checkpoint")
+	return c.listDomains(ctx, libvirt.CONNECT_LIST_DOMAINS_HAS_CHECKPOINT, "has-checkpoint")
 }
 
-func (c *Conn) listDomains(flags libvirt.ConnectListAllDomainsFlags, label string) ([]string, error) {
+func (c *Conn) listDomains(ctx context.Context, flags libvirt.ConnectListAllDomainsFlags, label string) ([]string, error) {
 	var doms []libvirt.Domain
-	err := c.call("virConnectListAllDomains", label, func() (err error) {
+	err := c.call(ctx, "virConnectListAllDomains", label, func() (err error) {
 		doms, err = c.lv.ListAllDomains(flags)
 		return err
 	})
@@ -237,7 +234,7 @@ func (c *Conn) listDomains(flags libvirt.ConnectListAllDomainsFlags, label strin
 // call runs one libvirt call, logs it when debugging, and translates its
 // error. A call that finds libvirtd gone reconnects, and is made again
 // where that is safe (redial.go).
-func (c *Conn) call(op, arg string, fn func() error) error {
+func (c *Conn) call(ctx context.Context, op, arg string, fn func() error) error {
 	c.lvMu.RLock()
 	gen := c.generation()
 	err := c.once(op, arg, fn)
@@ -246,7 +243,7 @@ func (c *Conn) call(op, arg string, fn func() error) error {
 	if !lost {
 		return translate(op, err)
 	}
-	if rerr := c.reconnect(op, err, gen); rerr != nil {
+	if rerr := c.reconnect(ctx, op, err, gen); rerr != nil {
 		return rerr
 	}
 	if !neverSent(err) && !readOnly(op) {

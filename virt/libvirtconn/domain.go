@@ -28,7 +28,7 @@ func (d *Domain) Name() string { return d.name }
 // UUID is the domain's UUID, as virsh domuuid prints it.
 func (d *Domain) UUID(ctx context.Context) (string, error) {
 	var id string
-	err := d.c.call("virDomainGetUUIDString", d.name, func() (err error) {
+	err := d.c.call(ctx, "virDomainGetUUIDString", d.name, func() (err error) {
 		id, err = d.lv.GetUUIDString()
 		return err
 	})
@@ -42,7 +42,7 @@ func (d *Domain) XML(ctx context.Context, inactive bool) (string, error) {
 		flags = libvirt.DOMAIN_XML_INACTIVE
 	}
 	var doc string
-	err := d.c.call("virDomainGetXMLDesc", d.name, func() (err error) {
+	err := d.c.call(ctx, "virDomainGetXMLDesc", d.name, func() (err error) {
 		doc, err = d.lv.GetXMLDesc(flags)
 		return err
 	})
@@ -63,7 +63,7 @@ var stateNames = map[libvirt.DomainState]string{
 // State says whether the domain runs, in virsh domstate's words.
 func (d *Domain) State(ctx context.Context) (virt.DomainState, error) {
 	var st libvirt.DomainState
-	err := d.c.call("virDomainGetState", d.name, func() (err error) {
+	err := d.c.call(ctx, "virDomainGetState", d.name, func() (err error) {
 		st, _, err = d.lv.GetState()
 		return err
 	})
@@ -77,7 +77,7 @@ func (d *Domain) State(ctx context.Context) (virt.DomainState, error) {
 // Disks lists the domain's disks from its live XML.
 func (d *Domain) Disks(ctx context.Context) ([]virt.Disk, error) {
 	var doc string
-	err := d.c.call("virDomainGetXMLDesc", d.name, func() (err error) {
+	err := d.c.call(ctx, "virDomainGetXMLDesc", d.name, func() (err error) {
 		doc, err = d.lv.GetXMLDesc(0)
 		return err
 	})
@@ -105,7 +105,7 @@ func (d *Domain) CreateCheckpoint(ctx context.Context, doc string, flags virt.Cr
 		lf |= libvirt.DOMAIN_CHECKPOINT_CREATE_QUIESCE
 	}
 	var cp *libvirt.DomainCheckpoint
-	err := d.c.call("virDomainCheckpointCreateXML", d.name, func() (err error) {
+	err := d.c.call(ctx, "virDomainCheckpointCreateXML", d.name, func() (err error) {
 		cp, err = d.lv.CreateCheckpointXML(doc, lf)
 		return err
 	})
@@ -114,7 +114,7 @@ func (d *Domain) CreateCheckpoint(ctx context.Context, doc string, flags virt.Cr
 	}
 	defer cp.Free()
 	var name string
-	err = d.c.call("virDomainCheckpointGetName", d.name, func() (err error) {
+	err = d.c.call(ctx, "virDomainCheckpointGetName", d.name, func() (err error) {
 		name, err = cp.GetName()
 		return err
 	})
@@ -125,7 +125,7 @@ func (d *Domain) CreateCheckpoint(ctx context.Context, doc string, flags virt.Cr
 // virsh checkpoint-list does: the list call carries no parent or time).
 func (d *Domain) Checkpoints(ctx context.Context) ([]virt.Checkpoint, error) {
 	var cps []libvirt.DomainCheckpoint
-	err := d.c.call("virDomainListAllCheckpoints", d.name, func() (err error) {
+	err := d.c.call(ctx, "virDomainListAllCheckpoints", d.name, func() (err error) {
 		cps, err = d.lv.ListAllCheckpoints(0)
 		return err
 	})
@@ -139,7 +139,7 @@ func (d *Domain) Checkpoints(ctx context.Context) ([]virt.Checkpoint, error) {
 	}()
 	out := make([]virt.Checkpoint, 0, len(cps))
 	for i := range cps {
-		cp, err := d.describe(&cps[i], "")
+		cp, err := d.describe(ctx, &cps[i], "")
 		if err != nil {
 			return nil, err
 		}
@@ -150,17 +150,17 @@ func (d *Domain) Checkpoints(ctx context.Context) ([]virt.Checkpoint, error) {
 
 // Checkpoint describes one checkpoint.
 func (d *Domain) Checkpoint(ctx context.Context, name string) (virt.Checkpoint, error) {
-	cp, err := d.lookup(name)
+	cp, err := d.lookup(ctx, name)
 	if err != nil {
 		return virt.Checkpoint{}, err
 	}
 	defer cp.Free()
-	return d.describe(cp, name)
+	return d.describe(ctx, cp, name)
 }
 
 // CheckpointXML is the checkpoint's XML as libvirt formats it.
 func (d *Domain) CheckpointXML(ctx context.Context, name string, flags virt.XMLFlags) (string, error) {
-	cp, err := d.lookup(name)
+	cp, err := d.lookup(ctx, name)
 	if err != nil {
 		return "", err
 	}
@@ -176,7 +176,7 @@ func (d *Domain) CheckpointXML(ctx context.Context, name string, flags virt.XMLF
 		lf |= libvirt.DOMAIN_CHECKPOINT_XML_SECURE
 	}
 	var doc string
-	err = d.c.call("virDomainCheckpointGetXMLDesc", name, func() (err error) {
+	err = d.c.call(ctx, "virDomainCheckpointGetXMLDesc", name, func() (err error) {
 		doc, err = cp.GetXMLDesc(lf)
 		return err
 	})
@@ -186,7 +186,7 @@ func (d *Domain) CheckpointXML(ctx context.Context, name string, flags virt.XMLF
 // DeleteCheckpoint deletes a checkpoint (and, as flags say, its children);
 // libvirt merges each deleted bitmap into its parent's.
 func (d *Domain) DeleteCheckpoint(ctx context.Context, name string, flags virt.DeleteFlags) error {
-	cp, err := d.lookup(name)
+	cp, err := d.lookup(ctx, name)
 	if err != nil {
 		return err
 	}
@@ -201,23 +201,23 @@ func (d *Domain) DeleteCheckpoint(ctx context.Context, name string, flags virt.D
 	if flags.MetadataOnly {
 		lf |= libvirt.DOMAIN_CHECKPOINT_DELETE_METADATA_ONLY
 	}
-	return d.c.call("virDomainCheckpointDelete", name, func() error {
+	return d.c.call(ctx, "virDomainCheckpointDelete", name, func() error {
 		return cp.Delete(lf)
 	})
 }
 
-func (d *Domain) lookup(name string) (*libvirt.DomainCheckpoint, error) {
+func (d *Domain) lookup(ctx context.Context, name string) (*libvirt.DomainCheckpoint, error) {
 	var cp *libvirt.DomainCheckpoint
-	err := d.c.call("virDomainCheckpointLookupByName", name, func() (err error) {
+	err := d.c.call(ctx, "virDomainCheckpointLookupByName", name, func() (err error) {
 		cp, err = d.lv.CheckpointLookupByName(name, 0)
 		return err
 	})
 	return cp, err
 }
 
-func (d *Domain) describe(cp *libvirt.DomainCheckpoint, name string) (virt.Checkpoint, error) {
+func (d *Domain) describe(ctx context.Context, cp *libvirt.DomainCheckpoint, name string) (virt.Checkpoint, error) {
 	var doc string
-	err := d.c.call("virDomainCheckpointGetXMLDesc", name, func() (err error) {
+	err := d.c.call(ctx, "virDomainCheckpointGetXMLDesc", name, func() (err error) {
 		doc, err = cp.GetXMLDesc(libvirt.DOMAIN_CHECKPOINT_XML_NO_DOMAIN)
 		return err
 	})

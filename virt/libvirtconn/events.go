@@ -75,7 +75,7 @@ func (d *Domain) Events(ctx context.Context) (<-chan virt.Event, error) {
 	d.c.lvMu.RLock()
 	lv, gen := d.c.lv, d.c.generation()
 	d.c.lvMu.RUnlock()
-	err := d.c.call("virConnectDomainEventRegisterAny", d.name+" job-completed", func() error {
+	err := d.c.call(ctx, "virConnectDomainEventRegisterAny", d.name+" job-completed", func() error {
 		id, err := d.c.lv.DomainEventJobCompletedRegister(d.lv, func(_ *libvirt.Connect, _ *libvirt.Domain, ev *libvirt.DomainEventJobCompleted) {
 			job := virt.Job{State: virt.JobCompleted, Backup: ev.Info.OperationSet && ev.Info.Operation == libvirt.DOMAIN_JOB_OPERATION_BACKUP}
 			job.SuccessKnown, job.Success = ev.Info.JobSuccessSet, ev.Info.JobSuccess
@@ -91,7 +91,7 @@ func (d *Domain) Events(ctx context.Context) (<-chan virt.Event, error) {
 	if err != nil {
 		return nil, err
 	}
-	err = d.c.call("virConnectDomainEventRegisterAny", d.name+" block-job-2", func() error {
+	err = d.c.call(ctx, "virConnectDomainEventRegisterAny", d.name+" block-job-2", func() error {
 		id, err := d.c.lv.DomainEventBlockJob2Register(d.lv, func(_ *libvirt.Connect, _ *libvirt.Domain, ev *libvirt.DomainEventBlockJob) {
 			if ev.Type != libvirt.DOMAIN_BLOCK_JOB_TYPE_BACKUP {
 				return

@@ -1,6 +1,7 @@
 package libvirtconn
 
 import (
+	"context"
 	"fmt"
 	"strings"
 	"sync"
@@ -20,12 +21,26 @@ const defaultRedialWait = time.Minute
 type redialing struct {
 	uri  string        // as Open was given it: the same choice of daemon
 	wait time.Duration // below 0: never
-	mu   sync.Mutex    // one reconnection at a time
-	fn   func(virt.Redial)
+	// turn is held by the one call reconnecting; the others wait for it
+	// as they wait for libvirtd: until their ctx ends.
+	turn chan struct{}
+	// dial opens the new connection; nil means replace (a test's stand-in
+	// needs no daemon).
+	dial func() error
 	// gaveUp: the last reconnection waited in vain. The calls after it
 	// (a failed backup's cleanup makes several) try once each rather than
-	// waiting the whole time again.
+	// waiting the whole time again. Guarded by turn.
 	gaveUp bool
+
+	mu sync.Mutex // guards fn
+	fn func(virt.Redial)
+}
+
+func newRedialing(uri string, wait time.Duration) redialing {
+	if wait == 0 {
+		wait = defaultRedialWait
+	}
+	return redialing{uri: uri, wait: wait, turn: make(chan struct{}, 1)}
 }
 
 // OnRedial calls fn after each attempt to reconnect.
@@ -76,10 +91,15 @@ func readOnly(op string) bool {
 // reconnect opens a new connection to the same daemon, within the bounded
 // wait, and moves every domain handed out onto it, looked up again by
 // UUID. gen is the connection the failed call was made on: when another
-// call has reconnected since, there is nothing to do.
-func (c *Conn) reconnect(op string, cause error, gen int) error {
-	c.redial.mu.Lock()
-	defer c.redial.mu.Unlock()
+// call has reconnected since, there is nothing to do. The wait ends early,
+// with ctx's cause, when ctx ends: a Ctrl-C is not held up for a minute.
+func (c *Conn) reconnect(ctx context.Context, op string, cause error, gen int) error {
+	select {
+	case c.redial.turn <- struct{}{}:
+	case <-ctx.Done():
+		return c.stopped(ctx, cause)
+	}
+	defer func() { <-c.redial.turn }()
 	c.mu.Lock()
 	since, now := c.lostAt, c.gen
 	c.mu.Unlock()
@@ -93,10 +113,14 @@ func (c *Conn) reconnect(op string, cause error, gen int) error {
 	if c.redial.gaveUp {
 		wait = 0
 	}
+	dial := c.redial.dial
+	if dial == nil {
+		dial = c.replace
+	}
 	deadline := time.Now().Add(wait)
 	pause := 100 * time.Millisecond
 	for {
-		err := c.replace()
+		err := dial()
 		if err == nil {
 			c.redial.gaveUp = false
 			c.told(virt.Redial{Op: op, Lost: message(cause), After: time.Since(since)})
@@ -112,19 +136,38 @@ func (c *Conn) reconnect(op string, cause error, gen int) error {
 			c.told(virt.Redial{Op: op, Lost: message(cause), After: time.Since(since), Err: err})
 			return err
 		}
-		time.Sleep(pause)
+		timer := time.NewTimer(pause)
+		select {
+		case <-timer.C:
+		case <-ctx.Done():
+			timer.Stop()
+			// Not given up: the cleanup that follows, with a ctx of its
+			// own, still waits for libvirtd.
+			err := c.stopped(ctx, cause)
+			c.told(virt.Redial{Op: op, Lost: message(cause), After: time.Since(since), Err: err})
+			return err
+		}
 		if pause < time.Second {
 			pause *= 2
 		}
 	}
 }
 
+// stopped is the error of a call whose ctx ended while it waited for
+// libvirtd: ctx's cause (an interrupt, say), saying what was cut short.
+func (c *Conn) stopped(ctx context.Context, cause error) error {
+	return fmt.Errorf("libvirtd went away (%s), and the wait for it to answer again was cut short: %w", message(cause), context.Cause(ctx))
+}
+
 func (c *Conn) told(r virt.Redial) {
 	if c.debug != nil {
 		fmt.Fprintf(c.debug, "libvirt: reconnect after %s: %v\n", r.After.Round(time.Millisecond), r.Err)
 	}
-	if c.redial.fn != nil {
-		c.redial.fn(r)
+	c.redial.mu.Lock()
+	fn := c.redial.fn
+	c.redial.mu.Unlock()
+	if fn != nil {
+		fn(r)
 	}
 }
 

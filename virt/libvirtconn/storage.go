@@ -18,7 +18,7 @@ import (
 // StoragePools lists the connection's pools, sorted by name.
 func (c *Conn) StoragePools(ctx context.Context) ([]virt.StoragePool, error) {
 	var pools []libvirt.StoragePool
-	err := c.call("virConnectListAllStoragePools", "", func() (err error) {
+	err := c.call(ctx, "virConnectListAllStoragePools", "", func() (err error) {
 		pools, err = c.lv.ListAllStoragePools(0)
 		return err
 	})
@@ -45,9 +45,9 @@ func (c *Conn) StoragePools(ctx context.Context) ([]virt.StoragePool, error) {
 }
 
 // pool looks a pool up by name; the caller frees it.
-func (c *Conn) pool(name string) (*libvirt.StoragePool, error) {
+func (c *Conn) pool(ctx context.Context, name string) (*libvirt.StoragePool, error) {
 	var p *libvirt.StoragePool
-	err := c.call("virStoragePoolLookupByName", name, func() (err error) {
+	err := c.call(ctx, "virStoragePoolLookupByName", name, func() (err error) {
 		p, err = c.lv.LookupStoragePoolByName(name)
 		return err
 	})
@@ -56,13 +56,13 @@ func (c *Conn) pool(name string) (*libvirt.StoragePool, error) {
 
 // StorageVolumes lists the names of pool's volumes.
 func (c *Conn) StorageVolumes(ctx context.Context, pool string) ([]string, error) {
-	p, err := c.pool(pool)
+	p, err := c.pool(ctx, pool)
 	if err != nil {
 		return nil, err
 	}
 	defer p.Free()
 	var names []string
-	err = c.call("virStoragePoolListVolumes", pool, func() (err error) {
+	err = c.call(ctx, "virStoragePoolListVolumes", pool, func() (err error) {
 		names, err = p.ListStorageVolumes()
 		return err
 	})
@@ -85,7 +85,7 @@ func (c *Conn) UploadVolume(ctx context.Context, pool, name, file string, pace v
 	if err != nil {
 		return "", err
 	}
-	p, err := c.pool(pool)
+	p, err := c.pool(ctx, pool)
 	if err != nil {
 		return "", err
 	}
@@ -98,7 +98,7 @@ func (c *Conn) UploadVolume(ctx context.Context, pool, name, file string, pace v
 		return "", err
 	}
 	var vol *libvirt.StorageVol
-	err = c.call("virStorageVolCreateXML", name, func() (err error) {
+	err = c.call(ctx, "virStorageVolCreateXML", name, func() (err error) {
 		vol, err = p.StorageVolCreateXML(doc, 0)
 		return err
 	})
@@ -107,7 +107,7 @@ func (c *Conn) UploadVolume(ctx context.Context, pool, name, file string, pace v
 	}
 	defer vol.Free()
 	var path string
-	err = c.call("virStorageVolGetPath", name, func() (err error) {
+	err = c.call(ctx, "virStorageVolGetPath", name, func() (err error) {
 		path, err = vol.GetPath()
 		return err
 	})
@@ -115,7 +115,8 @@ func (c *Conn) UploadVolume(ctx context.Context, pool, name, file string, pace v
 		err = c.upload(ctx, vol, name, f, size, pace)
 	}
 	if err != nil {
-		_ = c.call("virStorageVolDelete", name, func() error { return vol.Delete(0) })
+		// Deleted also when the upload was interrupted.
+		_ = c.call(context.WithoutCancel(ctx), "virStorageVolDelete", name, func() error { return vol.Delete(0) })
 		return "", fmt.Errorf("uploading %s into volume %s of pool %s: %w; the volume was deleted", file, name, pool, err)
 	}
 	return path, nil
@@ -123,7 +124,7 @@ func (c *Conn) UploadVolume(ctx context.Context, pool, name, file string, pace v
 
 func (c *Conn) upload(ctx context.Context, vol *libvirt.StorageVol, name string, f *os.File, size uint64, pace virt.Pace) error {
 	var stream *libvirt.Stream
-	err := c.call("virStreamNew", "", func() (err error) {
+	err := c.call(ctx, "virStreamNew", "", func() (err error) {
 		stream, err = c.lv.NewStream(0)
 		return err
 	})
@@ -131,7 +132,7 @@ func (c *Conn) upload(ctx context.Context, vol *libvirt.StorageVol, name string,
 		return err
 	}
 	defer stream.Free()
-	err = c.call("virStorageVolUpload", name, func() error {
+	err = c.call(ctx, "virStorageVolUpload", name, func() error {
 		return vol.Upload(stream, 0, size, libvirt.STORAGE_VOL_UPLOAD_SPARSE_STREAM)
 	})
 	if err != nil {
@@ -145,7 +146,7 @@ func (c *Conn) upload(ctx context.Context, vol *libvirt.StorageVol, name string,
 		}
 		return err // the file's, or the pace's (an interrupt keeps its cause)
 	}
-	return c.call("virStreamFinish", name, stream.Finish)
+	return c.call(ctx, "virStreamFinish", name, stream.Finish)
 }
 
 // sendSparse sends f's data regions as data and the gaps between them as
@@ -208,13 +209,13 @@ func sendAll(stream *libvirt.Stream, p []byte) error {
 
 // DeleteVolume removes volume name of pool.
 func (c *Conn) DeleteVolume(ctx context.Context, pool, name string) error {
-	p, err := c.pool(pool)
+	p, err := c.pool(ctx, pool)
 	if err != nil {
 		return err
 	}
 	defer p.Free()
 	var vol *libvirt.StorageVol
-	err = c.call("virStorageVolLookupByName", name, func() (err error) {
+	err = c.call(ctx, "virStorageVolLookupByName", name, func() (err error) {
 		vol, err = p.LookupStorageVolByName(name)
 		return err
 	})
@@ -222,5 +223,5 @@ func (c *Conn) DeleteVolume(ctx context.Context, pool, name string) error {
 		return err
 	}
 	defer vol.Free()
-	return c.call("virStorageVolDelete", name, func() error { return vol.Delete(0) })
+	return c.call(ctx, "virStorageVolDelete", name, func() error { return vol.Delete(0) })
 }
