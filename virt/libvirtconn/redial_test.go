@@ -112,19 +112,7 @@ func TestRedialGivesUp(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	pid := bed.DaemonPID(t)
-	if err := syscall.Kill(pid, syscall.SIGTERM); err != nil {
-		t.Fatal(err)
-	}
-	for i := 0; ; i++ {
-		if _, err := os.Stat("/proc/" + strconv.Itoa(pid)); err != nil {
-			break
-		}
-		if i > 300 {
-			t.Fatalf("libvirtd (pid %d) did not stop", pid)
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
+	stopDaemon(t, bed)
 	start := time.Now()
 	_, err = d.State(ctx)
 	if !errors.Is(err, virt.ErrConnect) || !strings.Contains(err.Error(), "did not answer again within 1.5s") {
@@ -148,5 +136,70 @@ func TestRedialGivesUp(t *testing.T) {
 	bed.Up(t)
 	if st, err := d.State(ctx); err != nil || !st.Active {
 		t.Fatalf("State once libvirtd is back: %+v, %v", st, err)
+	}
+}
+
+// libvirtd gone, and the call's ctx ends (a Ctrl-C) while the call waits
+// for it: the call returns at once with the ctx's cause, not after the
+// minute's wait.
+func TestRedialInterrupted(t *testing.T) {
+	bed := testbed.Private(t)
+	name := bed.Domain(t, "vda:qcow2:64M")
+	conn, r := openRedialing(t, bed, 0)
+	d, err := conn.Domain(context.Background(), name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	stopDaemon(t, bed)
+	stop := errors.New("interrupted by SIGINT")
+	ctx, cancel := context.WithCancelCause(context.Background())
+	defer cancel(nil)
+	time.AfterFunc(time.Second, func() { cancel(stop) })
+	start := time.Now()
+	_, err = d.State(ctx)
+	waited := time.Since(start)
+	if !errors.Is(err, stop) {
+		t.Fatalf("State interrupted while libvirtd is gone: %v, want the ctx's cause, %v", err, stop)
+	}
+	if waited > 5*time.Second {
+		t.Errorf("State returned %s after it began, %s after the interrupt", waited, waited-time.Second)
+	}
+	if got := r.list(); len(got) != 1 || got[0].Err == nil {
+		t.Errorf("redials: %+v, want one that failed", got)
+	}
+	// Cut short is not given up: the next call, with a ctx of its own,
+	// waits for libvirtd and finds it back.
+	type state struct {
+		st  virt.DomainState
+		err error
+	}
+	next := make(chan state, 1)
+	go func() {
+		st, err := d.State(context.Background())
+		next <- state{st, err}
+	}()
+	time.Sleep(time.Second)
+	bed.Up(t)
+	if got := <-next; got.err != nil || !got.st.Active {
+		t.Fatalf("State begun while libvirtd was gone, ended once it is back: %+v, %v", got.st, got.err)
+	}
+}
+
+// stopDaemon stops the bed's libvirtd with SIGTERM and waits for it to be
+// gone.
+func stopDaemon(t *testing.T, bed *testbed.Bed) {
+	t.Helper()
+	pid := bed.DaemonPID(t)
+	if err := syscall.Kill(pid, syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	for i := 0; ; i++ {
+		if _, err := os.Stat("/proc/" + strconv.Itoa(pid)); err != nil {
+			return
+		}
+		if i > 300 {
+			t.Fatalf("libvirtd (pid %d) did not stop", pid)
+		}
+		time.Sleep(100 * time.Millisecond)
 	}
 }
