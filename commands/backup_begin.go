@@ -223,6 +223,7 @@ func runBackupBegin(ctx context.Context, env *Env, opts backupBeginOptions) erro
 		return err
 	}
 	out := newOutput(env, opts.JSON, opts.Quiet)
+	noteRedials(conn, out.notes)
 	// --print-xml changes nothing and asks nothing of the job machinery, so
 	// it also works where jobs cannot run (libvirt's test driver).
 	if !opts.PrintXML {
