@@ -134,6 +134,8 @@ func runBackupMany(ctx context.Context, env *Env, opts backupOptions) error {
 	req := engine.ManyRequest{Names: opts.Many.Domains, All: opts.Many.All, Exclude: opts.Many.Exclude, Root: opts.Dir,
 		Parallel: opts.Many.Parallel, Backup: tmpl}
 	out := newManyOutput(env, opts.Quiet)
+	// The connection is every domain's: its line is nobody's in particular.
+	noteRedials(conn, progress.NewNotifier(nil, out.sink.Writer("")))
 	ctx, intr := interruptible(ctx, env, interruptText{
 		ending: "ending the running backups (nothing of them will be kept) and starting no other",
 		again:  "If a job is left, the next 'vbackup backup' of its domain ends it and deletes its checkpoint.",

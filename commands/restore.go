@@ -114,6 +114,11 @@ func runRestore(ctx context.Context, env *Env, opts restoreOptions) error {
 		}
 	}
 	out := newOutput(env, opts.JSON, opts.Quiet)
+	if req.Conn != nil {
+		// Images are staged and checked for minutes before they are
+		// uploaded (--pool) or a domain defined on them (--define).
+		noteRedials(req.Conn, out.notes)
+	}
 	req.Limit = newLimiter(out.notes, opts.BWLimit)
 	ctx, intr := interruptible(ctx, env, interruptText{ending: "stopping the restore; no image is kept"})
 	defer intr.stop()
