@@ -82,7 +82,7 @@ type jsonDisk struct {
 }
 
 func runBackupStatus(ctx context.Context, env *Env, opts backupStatusOptions) error {
-	_, dom, err := openDomain(ctx, env, opts.Domain)
+	conn, dom, err := openDomain(ctx, env, opts.Domain)
 	if err != nil {
 		return err
 	}
@@ -95,6 +95,7 @@ func runBackupStatus(ctx context.Context, env *Env, opts backupStatusOptions) er
 			})
 			defer intr.stop()
 			out := newOutput(env, opts.JSON, opts.Quiet)
+			noteRedials(conn, out.notes)
 			socks, err := sockets(ctx, env)
 			if err != nil {
 				return err

@@ -13,6 +13,7 @@ func runRestoreFinish(ctx context.Context, env *Env, opts restoreOptions) error 
 		return err
 	}
 	out := newOutput(env, opts.JSON, opts.Quiet)
+	noteRedials(conn, out.notes)
 	ctx, intr := interruptible(ctx, env, interruptText{ending: "stopping the copy; the domain keeps running on its overlays"})
 	defer intr.stop()
 	req := engine.FinishRequest{Domain: opts.Finish, From: opts.From, Conn: conn, Now: env.Now}
