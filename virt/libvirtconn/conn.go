@@ -232,8 +232,9 @@ func (c *Conn) listDomains(ctx context.Context, flags libvirt.ConnectListAllDoma
 }
 
 // call runs one libvirt call, logs it when debugging, and translates its
-// error. A call that finds libvirtd gone reconnects, and is made again
-// where that is safe (redial.go).
+// error. A call that finds libvirtd gone reconnects, waiting for it no
+// longer than ctx lasts, and is made again where that is safe (redial.go).
+// The libvirt call itself is not cut short by ctx: libvirt cannot be.
 func (c *Conn) call(ctx context.Context, op, arg string, fn func() error) error {
 	c.lvMu.RLock()
 	gen := c.generation()

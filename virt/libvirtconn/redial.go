@@ -97,7 +97,7 @@ func (c *Conn) reconnect(ctx context.Context, op string, cause error, gen int) e
 	select {
 	case c.redial.turn <- struct{}{}:
 	case <-ctx.Done():
-		return c.stopped(ctx, cause)
+		return cutShort(ctx, cause)
 	}
 	defer func() { <-c.redial.turn }()
 	c.mu.Lock()
@@ -143,7 +143,7 @@ func (c *Conn) reconnect(ctx context.Context, op string, cause error, gen int) e
 			timer.Stop()
 			// Not given up: the cleanup that follows, with a ctx of its
 			// own, still waits for libvirtd.
-			err := c.stopped(ctx, cause)
+			err := cutShort(ctx, cause)
 			c.told(virt.Redial{Op: op, Lost: message(cause), After: time.Since(since), Err: err})
 			return err
 		}
@@ -153,9 +153,9 @@ func (c *Conn) reconnect(ctx context.Context, op string, cause error, gen int) e
 	}
 }
 
-// stopped is the error of a call whose ctx ended while it waited for
+// cutShort is the error of a call whose ctx ended while it waited for
 // libvirtd: ctx's cause (an interrupt, say), saying what was cut short.
-func (c *Conn) stopped(ctx context.Context, cause error) error {
+func cutShort(ctx context.Context, cause error) error {
 	return fmt.Errorf("libvirtd went away (%s), and the wait for it to answer again was cut short: %w", message(cause), context.Cause(ctx))
 }
 
