@@ -14,12 +14,7 @@ import (
 // folder.
 const socketDirScript = `set -e
 dom=$1 socket=$2 image=$3
-` + baseScript + `mkdir -p "$base"
-if [ "$uid" != 0 ] && [ "$(stat -c %u "$base")" != "$uid" ]; then
-	echo "$base belongs to another user" >&2; exit 3
-fi
-chmod go-w "$base"
-dir=$base/$dom
+` + baseScript + makeBaseScript + `dir=$base/$dom
 [ -d "$dir" ] && [ ! -L "$dir" ] || mkdir -m 700 "$dir"
 rm -f "$dir/$socket"
 if [ "$uid" = 0 ] && [ -n "$image" ] && [ -e "$image" ]; then
@@ -42,6 +37,14 @@ const baseScript = `uid=$(id -u)
 if [ "$uid" = 0 ]; then base=/run/vbackup
 elif [ -n "$XDG_RUNTIME_DIR" ]; then base=$XDG_RUNTIME_DIR/vbackup
 else base=/tmp/vbackup-$uid; fi
+`
+
+// makeBaseScript makes the folder base, its owner's alone to write.
+const makeBaseScript = `mkdir -p "$base"
+if [ "$uid" != 0 ] && [ "$(stat -c %u "$base")" != "$uid" ]; then
+	echo "$base belongs to another user" >&2; exit 3
+fi
+chmod go-w "$base"
 `
 
 // SocketDir makes the private folder for domain's NBD socket on the host

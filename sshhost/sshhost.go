@@ -109,11 +109,7 @@ func (h *Host) command(ctx context.Context, extra []string, remote string) *exec
 // Run runs script with sh on the host, its arguments quoted, and returns
 // what it printed. An SSH failure comes back as a *RefusedError.
 func (h *Host) Run(ctx context.Context, script string, args ...string) (string, error) {
-	line := "sh -c " + Quote(script) + " vbackup"
-	for _, a := range args {
-		line += " " + Quote(a)
-	}
-	cmd := h.command(ctx, nil, line)
+	cmd := h.command(ctx, nil, shLine(script, args))
 	var stdout, stderr bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
 	if err := cmd.Run(); err != nil {
@@ -128,6 +124,16 @@ func (h *Host) Run(ctx context.Context, script string, args ...string) (string, 
 		return "", h.refused(stderr.String(), err)
 	}
 	return stdout.String(), nil
+}
+
+// shLine is the remote command line that runs script with sh, args its
+// positional parameters: every word quoted, whatever the login shell.
+func shLine(script string, args []string) string {
+	line := "sh -c " + Quote(script) + " vbackup"
+	for _, a := range args {
+		line += " " + Quote(a)
+	}
+	return line
 }
 
 // Check logs in and runs nothing: it tells whether SSH lets vbackup in.
