@@ -89,7 +89,7 @@ func PrepareBackup(ctx context.Context, dom virt.Domain, req BackupRequest, note
 	}
 	// A shut-off domain's images are read directly (offline.go); it has
 	// no filesystem in use to freeze.
-	if err := checkRemote(dom, req, st.Active); err != nil {
+	if err := checkRemote(req, st.Active); err != nil {
 		return nil, err
 	}
 	b := &Backup{req: req, dom: dom, notes: notes, unlock: func() {}, offline: !st.Active}

@@ -71,14 +71,14 @@ func (b *Backup) dropStoppedBitmaps(ctx context.Context) {
 		if !ok || !d.CanCarryBitmap() || imageFormat(d) != "qcow2" {
 			continue
 		}
-		bitmaps, err := imageInfo(ctx, d.Source, "qcow2")
+		bitmaps, err := imageInfo(ctx, b.images(), d.Source, "qcow2")
 		if err != nil {
 			continue
 		}
 		if _, ok := findBitmap(bitmaps, b.name); !ok {
 			continue
 		}
-		if err := removeBitmap(ctx, d.Source, b.name); err != nil {
+		if err := removeBitmap(ctx, b.images(), d.Source, b.name); err != nil {
 			b.notes.Notef("note: the bitmap %s stays in %s (%v); it claims nothing: no checkpoint has its name", b.name, d.Source, err)
 		}
 	}

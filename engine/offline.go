@@ -81,8 +81,12 @@ func (b *Backup) decideOffline(ctx context.Context) error {
 	if b.req.Push {
 		return fmt.Errorf("domain %q is shut off: --push needs libvirt to run the backup job, which needs the domain running; leave out --push (vbackup then reads the images itself) or start the domain", b.dom.Name())
 	}
+	images := b.images()
+	if err := images.check(ctx); err != nil {
+		return err
+	}
 	if b.req.DryRun {
-		b.would = append(b.would, "the domain is shut off: its images would be read with qemu-nbd, and it could not start until the backup is in place")
+		b.would = append(b.would, "the domain is shut off: its images would be read with qemu-nbd"+images.where()+", and it could not start until the backup is in place")
 	}
 	incremental := 0
 	var whys []string
@@ -91,7 +95,7 @@ func (b *Backup) decideOffline(ctx context.Context) error {
 		if d.Type != "file" && d.Type != "block" {
 			return fmt.Errorf("disk %s of the shut-off domain %q is a %s disk: vbackup reads a shut-off domain's files and block devices only; start the domain to back it up", c.Name, b.dom.Name(), d.Type)
 		}
-		bitmaps, err := imageInfo(ctx, d.Source, imageFormat(d))
+		bitmaps, err := imageInfo(ctx, images, d.Source, imageFormat(d))
 		if err != nil {
 			return fmt.Errorf("disk %s: %w", c.Name, err)
 		}
@@ -144,7 +148,8 @@ func imageFormat(d virt.Disk) string {
 // runOffline is run for a shut-off domain.
 func (b *Backup) runOffline(ctx context.Context, printer progress.Printer, committing func() error) (*chain.Backup, error) {
 	b.announce()
-	b.notes.Infof("Domain %s is shut off: reading its images with qemu-nbd (it cannot start until the backup is in place)", b.dom.Name())
+	images := b.images()
+	b.notes.Infof("Domain %s is shut off: reading its images with qemu-nbd%s (it cannot start until the backup is in place)", b.dom.Name(), images.where())
 	var err error
 	if b.pending, err = b.store.Begin(b.name); err != nil {
 		return nil, err
@@ -157,19 +162,19 @@ func (b *Backup) runOffline(ctx context.Context, printer progress.Printer, commi
 	var added []string
 	undo := func() {
 		for _, path := range added {
-			_ = removeBitmap(context.WithoutCancel(ctx), path, b.name)
+			_ = removeBitmap(context.WithoutCancel(ctx), images, path, b.name)
 		}
 	}
 	for _, c := range b.dec.Disks {
 		if d, _ := b.domainDisk(c.Name); d.CanCarryBitmap() && imageFormat(d) == "qcow2" {
 			// One of this name is what a run killed within this same second
 			// left: no checkpoint and no backup has the name.
-			if bitmaps, err := imageInfo(ctx, d.Source, "qcow2"); err == nil {
+			if bitmaps, err := imageInfo(ctx, images, d.Source, "qcow2"); err == nil {
 				if _, ok := findBitmap(bitmaps, b.name); ok {
-					_ = removeBitmap(ctx, d.Source, b.name)
+					_ = removeBitmap(ctx, images, d.Source, b.name)
 				}
 			}
-			if err := addBitmap(ctx, d.Source, b.name); err != nil {
+			if err := addBitmap(ctx, images, d.Source, b.name); err != nil {
 				undo()
 				return nil, fmt.Errorf("disk %s: adding the bitmap of checkpoint %s: %w", c.Name, b.name, err)
 			}
@@ -177,7 +182,7 @@ func (b *Backup) runOffline(ctx context.Context, printer progress.Printer, commi
 		}
 	}
 	// 2. Served read-only until the backup is in place.
-	servers, err := b.serveImages(ctx)
+	servers, err := b.serveImages(ctx, images)
 	defer func() {
 		for _, s := range servers {
 			s.Close()
@@ -204,24 +209,24 @@ func (b *Backup) runOffline(ctx context.Context, printer progress.Printer, commi
 	for _, s := range servers {
 		s.Close()
 	}
-	b.pruneOffline(wctx)
+	b.pruneOffline(wctx, images)
 	return done, nil
 }
 
 // serveImages starts a read-only qemu-nbd on every image to be read, an
 // incremental one with the last checkpoint's bitmap.
-func (b *Backup) serveImages(ctx context.Context) (map[string]*qemunbd.Server, error) {
-	servers := map[string]*qemunbd.Server{}
+func (b *Backup) serveImages(ctx context.Context, images imageHost) (map[string]imageServer, error) {
+	servers := map[string]imageServer{}
 	for _, c := range b.dec.Disks {
 		d, _ := b.domainDisk(c.Name)
 		bitmap := ""
 		if c.Level == chain.Incremental {
 			bitmap = b.dec.From.Name()
 		}
-		s, err := qemunbd.ServeBitmap(ctx, d.Source, imageFormat(d), bitmap)
+		s, err := images.serve(ctx, d.Source, imageFormat(d), bitmap)
 		if err != nil {
 			if strings.Contains(err.Error(), "lock") {
-				err = fmt.Errorf("%w (the domain started, or another process opened its image, while the backup began)", err)
+				err = fmt.Errorf("%w (the domain started%s, or another process opened its image, while the backup began)", err, images.where())
 			}
 			return servers, fmt.Errorf("disk %s: %w", c.Name, err)
 		}
@@ -232,7 +237,7 @@ func (b *Backup) serveImages(ctx context.Context) (map[string]*qemunbd.Server, e
 
 // readOffline copies the served images into the pending backup, checksums
 // and commits it.
-func (b *Backup) readOffline(ctx context.Context, printer progress.Printer, committing func() error, servers map[string]*qemunbd.Server, started time.Time) (*chain.Backup, error) {
+func (b *Backup) readOffline(ctx context.Context, printer progress.Printer, committing func() error, servers map[string]imageServer, started time.Time) (*chain.Backup, error) {
 	var disks []exportfetch.Disk
 	for _, c := range b.dec.Disks {
 		fd := exportfetch.Disk{Name: c.Name, URI: servers[c.Name].URI(), Format: "qcow2",
@@ -314,14 +319,14 @@ func (b *Backup) offlineCheckpoint(ctx context.Context, created time.Time) (*mad
 // interrupted backup left), and then the metadata of the earlier
 // checkpoints whose bitmaps are gone. What cannot be removed (the domain
 // started meanwhile) stays for the next backup to prune.
-func (b *Backup) pruneOffline(ctx context.Context) {
+func (b *Backup) pruneOffline(ctx context.Context, images imageHost) {
 	kept := map[string]bool{} // bitmaps that could not be removed
 	for _, c := range b.dec.Disks {
 		d, _ := b.domainDisk(c.Name)
 		if imageFormat(d) != "qcow2" {
 			continue
 		}
-		bitmaps, err := imageInfo(ctx, d.Source, "qcow2")
+		bitmaps, err := imageInfo(ctx, images, d.Source, "qcow2")
 		if err != nil {
 			b.notes.Notef("note: the earlier bitmaps of %s stay for now: %v", c.Name, err)
 			continue
@@ -330,7 +335,7 @@ func (b *Backup) pruneOffline(ctx context.Context) {
 			if m.Name == b.name || (nameFolder(m.Name) != b.folder && !b.inStore(m.Name)) {
 				continue
 			}
-			if err := removeBitmap(ctx, d.Source, m.Name); err != nil {
+			if err := removeBitmap(ctx, images, d.Source, m.Name); err != nil {
 				kept[m.Name] = true
 			}
 		}

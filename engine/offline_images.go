@@ -37,11 +37,11 @@ func (m imageBitmap) usableFor() string {
 // imageInfo reads an image's bitmaps (none for a raw one). It takes
 // QEMU's lock as a reader would: an image another process holds open for
 // writing is an error that says so.
-func imageInfo(ctx context.Context, path, format string) ([]imageBitmap, error) {
-	out, err := qemuImg(ctx, "", "info", "--output=json", "-f", format, path)
+func imageInfo(ctx context.Context, h imageHost, path, format string) ([]imageBitmap, error) {
+	out, err := h.qemuImg(ctx, "info", "--output=json", "-f", format, path)
 	if err != nil {
 		if strings.Contains(err.Error(), "lock") {
-			return nil, fmt.Errorf("%s is open for writing by another process, and a shut-off domain's images must not change while they are backed up: %w", path, err)
+			return nil, fmt.Errorf("%s%s is open for writing by another process (the domain started, or a tool opened it), and a shut-off domain's images must not change while they are backed up: %w", path, h.where(), err)
 		}
 		return nil, err
 	}
@@ -53,7 +53,7 @@ func imageInfo(ctx context.Context, path, format string) ([]imageBitmap, error) 
 		} `json:"format-specific"`
 	}
 	if err := json.Unmarshal(out, &info); err != nil {
-		return nil, fmt.Errorf("qemu-img info %s: %w", path, err)
+		return nil, fmt.Errorf("qemu-img info %s%s: %w", path, h.where(), err)
 	}
 	return info.Specific.Data.Bitmaps, nil
 }
@@ -69,15 +69,15 @@ func findBitmap(bitmaps []imageBitmap, name string) (imageBitmap, bool) {
 
 // addBitmap adds an enabled persistent bitmap to a qcow2 image that no
 // process holds.
-func addBitmap(ctx context.Context, path, name string) error {
-	_, err := qemuImg(ctx, "", "bitmap", "--add", "-f", "qcow2", path, name)
+func addBitmap(ctx context.Context, h imageHost, path, name string) error {
+	_, err := h.qemuImg(ctx, "bitmap", "--add", "-f", "qcow2", path, name)
 	return err
 }
 
 // removeBitmap removes a persistent bitmap from a qcow2 image that no
 // process holds.
-func removeBitmap(ctx context.Context, path, name string) error {
-	_, err := qemuImg(ctx, "", "bitmap", "--remove", "-f", "qcow2", path, name)
+func removeBitmap(ctx context.Context, h imageHost, path, name string) error {
+	_, err := h.qemuImg(ctx, "bitmap", "--remove", "-f", "qcow2", path, name)
 	return err
 }
 

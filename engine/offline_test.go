@@ -45,7 +45,7 @@ func qemuIO(t *testing.T, image, format, cmd string) {
 
 func bitmapsOf(t *testing.T, image string) []string {
 	t.Helper()
-	bitmaps, err := imageInfo(context.Background(), image, "qcow2")
+	bitmaps, err := imageInfo(context.Background(), localImages{}, image, "qcow2")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -125,7 +125,7 @@ func TestOfflineChain(t *testing.T) {
 	want(inc)
 
 	// The bitmap lost (as a tool that does not know it might): vda full.
-	if err := removeBitmap(context.Background(), images["vda"], inc.Name()); err != nil {
+	if err := removeBitmap(context.Background(), localImages{}, images["vda"], inc.Name()); err != nil {
 		t.Fatal(err)
 	}
 	qemuIO(t, images["vda"], "qcow2", "write -P 0x44 4M 64k")
@@ -203,7 +203,7 @@ func TestOfflineLeftBitmaps(t *testing.T) {
 	killedEarlier := checkpointBase(t0.Add(time.Second), full.Folder)
 	other := checkpointBase(t0, "0badf00d")
 	for _, name := range []string{sameName, killedEarlier, other} {
-		if err := addBitmap(context.Background(), images["vda"], name); err != nil {
+		if err := addBitmap(context.Background(), localImages{}, images["vda"], name); err != nil {
 			t.Fatal(err)
 		}
 	}

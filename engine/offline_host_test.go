@@ -1,0 +1,121 @@
+package engine
+
+import (
+	"context"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"vbackup/sshhost"
+)
+
+// fakeRemote is remoteImages whose "ssh" runs the remote command line
+// here with sh, as sshd would there: the scripts and the quoting of their
+// arguments are tested without SSH. path, when not "", is the PATH they
+// run with.
+func fakeRemote(t *testing.T, path string) remoteImages {
+	t.Helper()
+	bin := filepath.Join(t.TempDir(), "fake-ssh")
+	env := ""
+	if path != "" {
+		env = "PATH=" + sshhost.Quote(path) + " "
+	}
+	script := "#!/bin/sh\nwhile [ \"$1\" != -- ]; do shift; done\nshift 2\nexec env " + env + "sh -c \"$1\"\n"
+	if err := os.WriteFile(bin, []byte(script), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	return remoteImages{host: &sshhost.Host{Binary: bin, Name: "fakehost"}, domain: "vm1"}
+}
+
+// qemu-img's arguments arrive as they were (a path that needs quoting),
+// and its two-line lock error is still told as a lock.
+func TestRemoteImagesQemuImg(t *testing.T) {
+	for _, c := range []string{"qemu-img", "qemu-io"} {
+		if _, err := exec.LookPath(c); err != nil {
+			t.Skipf("%s is missing", c)
+		}
+	}
+	ctx := context.Background()
+	r := fakeRemote(t, "")
+	dir := filepath.Join(t.TempDir(), "it's a $dir")
+	if err := os.Mkdir(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	img := filepath.Join(dir, "vda.qcow2")
+	if out, err := exec.Command("qemu-img", "create", "-q", "-f", "qcow2", img, "16M").CombinedOutput(); err != nil {
+		t.Fatalf("qemu-img create: %v: %s", err, out)
+	}
+	if err := addBitmap(ctx, r, img, "c 1"); err != nil {
+		t.Fatal(err)
+	}
+	bitmaps, err := imageInfo(ctx, r, img, "qcow2")
+	if err != nil || len(bitmaps) != 1 || bitmaps[0].Name != "c 1" || bitmaps[0].usableFor() != "" {
+		t.Fatalf("imageInfo = %+v, %v; want one usable bitmap 'c 1'", bitmaps, err)
+	}
+
+	holder := exec.Command("qemu-io", "-f", "qcow2", img)
+	stdin, err := holder.StdinPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := holder.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer func() { stdin.Close(); holder.Wait() }()
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		_, err = imageInfo(ctx, r, img, "qcow2")
+		if err != nil || time.Now().After(deadline) {
+			break
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if err == nil || !strings.Contains(err.Error(), img+" on fakehost is open for writing by another process") {
+		t.Errorf("imageInfo of an image held for writing: %v", err)
+	}
+	stdin.Close()
+	holder.Wait()
+	if err := removeBitmap(ctx, r, img, "c 1"); err != nil {
+		t.Fatal(err)
+	}
+	if err := removeBitmap(ctx, r, img, "c 1"); err == nil || !strings.Contains(err.Error(), "qemu-img bitmap "+img+": on fakehost:") {
+		t.Errorf("removing a bitmap that is not there: %v; want qemu-img's error naming the image and the host", err)
+	}
+}
+
+// A host without QEMU's tools is refused before anything changes.
+func TestRemoteImagesCheck(t *testing.T) {
+	bin := t.TempDir()
+	for _, c := range []string{"sh", "uname", "env"} {
+		p, err := exec.LookPath(c)
+		if err != nil {
+			t.Skipf("%s is missing", c)
+		}
+		if err := os.Symlink(p, filepath.Join(bin, c)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	err := fakeRemote(t, bin).check(context.Background())
+	if err == nil || !strings.Contains(err.Error(), "read on fakehost") || !strings.Contains(err.Error(), "qemu-img is not installed on ") {
+		t.Errorf("check on a host without qemu-img: %v", err)
+	}
+	qemuImg, err := exec.LookPath("qemu-img")
+	if err != nil {
+		t.Skip("qemu-img is missing")
+	}
+	if err := os.Symlink(qemuImg, filepath.Join(bin, "qemu-img")); err != nil {
+		t.Fatal(err)
+	}
+	err = fakeRemote(t, bin).check(context.Background())
+	if err == nil || !strings.Contains(err.Error(), "qemu-nbd is not installed on ") || !strings.Contains(err.Error(), "qemu-utils") {
+		t.Errorf("check on a host without qemu-nbd: %v", err)
+	}
+	if err := fakeRemote(t, "").check(context.Background()); err != nil {
+		if _, lerr := exec.LookPath("qemu-nbd"); lerr == nil {
+			t.Errorf("check on a host with both: %v", err)
+		}
+	}
+}
