@@ -5,6 +5,7 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -322,20 +323,76 @@ func (r *Remote) Write(t testing.TB, dom, disk string, pattern byte, off, n int6
 // converted to raw on the host and its bytes streamed here.
 func (r *Remote) DiskSum(t testing.TB, dom, disk string) string {
 	t.Helper()
-	src := strings.TrimSpace(r.SSH(t, fmt.Sprintf("virsh -q -c qemu:///session domblklist %s | awk -v d=%s '$1==d {print $2}'", shellQuote(dom), shellQuote(disk))))
-	if src == "" {
-		t.Fatalf("testbed: domain %s has no disk %s on the remote host", dom, disk)
-	}
+	src := r.Image(t, dom, disk)
 	r.virsh(t, "suspend", dom)
 	defer r.virsh(t, "resume", dom)
+	return r.imageSum(t, src, "-U")
+}
+
+// ImageSum is DiskSum of a shut-off domain: its image as it is on the
+// host (no process may hold it for writing).
+func (r *Remote) ImageSum(t testing.TB, dom, disk string) string {
+	t.Helper()
+	return r.imageSum(t, r.Image(t, dom, disk), "")
+}
+
+func (r *Remote) imageSum(t testing.TB, src, flag string) string {
+	t.Helper()
 	raw := fmt.Sprintf("/tmp/vbrsum-%d-%d.raw", os.Getpid(), domainSeq.Add(1))
 	h := sha256.New()
 	ctx, cancel := context.WithTimeout(context.Background(), opTimeout)
 	defer cancel()
-	if _, err := r.ssh(ctx, h, fmt.Sprintf("qemu-img convert -U -O raw %s %s && cat %s; rc=$?; rm -f %s; exit $rc", shellQuote(src), raw, raw, raw)); err != nil {
+	if _, err := r.ssh(ctx, h, fmt.Sprintf("qemu-img convert %s -O raw %s %s && cat %s; rc=$?; rm -f %s; exit $rc", flag, shellQuote(src), raw, raw, raw)); err != nil {
 		t.Fatal(err)
 	}
 	return hex.EncodeToString(h.Sum(nil))
+}
+
+// Image is the path on the host of a domain's disk image.
+func (r *Remote) Image(t testing.TB, dom, disk string) string {
+	t.Helper()
+	src := strings.TrimSpace(r.SSH(t, fmt.Sprintf("virsh -q -c qemu:///session domblklist %s | awk -v d=%s '$1==d {print $2}'", shellQuote(dom), shellQuote(disk))))
+	if src == "" {
+		t.Fatalf("testbed: domain %s has no disk %s on the remote host", dom, disk)
+	}
+	return src
+}
+
+// Stop stops the domain on the host (virsh destroy: there is no guest to
+// shut down).
+func (r *Remote) Stop(t testing.TB, dom string) {
+	t.Helper()
+	r.virsh(t, "destroy", dom)
+}
+
+// WriteImage writes pattern at off for n bytes into a shut-off domain's
+// qcow2 image on the host, as a tool that opens the image itself does:
+// QEMU's block layer updates its enabled bitmaps.
+func (r *Remote) WriteImage(t testing.TB, dom, disk string, pattern byte, off, n int64) {
+	t.Helper()
+	r.SSH(t, fmt.Sprintf("qemu-io -f qcow2 -c %s %s >/dev/null", shellQuote(fmt.Sprintf("write -P 0x%02x %d %d", pattern, off, n)), shellQuote(r.Image(t, dom, disk))))
+}
+
+// Bitmaps lists the persistent bitmaps of a domain's qcow2 image on the
+// host, in their order there.
+func (r *Remote) Bitmaps(t testing.TB, dom, disk string) []string {
+	t.Helper()
+	out := r.SSH(t, "qemu-img info -U --output=json "+shellQuote(r.Image(t, dom, disk)))
+	var info struct {
+		Specific struct {
+			Data struct {
+				Bitmaps []struct{ Name string } `json:"bitmaps"`
+			} `json:"data"`
+		} `json:"format-specific"`
+	}
+	if err := json.Unmarshal([]byte(out), &info); err != nil {
+		t.Fatalf("testbed: qemu-img info on the remote host: %v: %s", err, out)
+	}
+	var names []string
+	for _, b := range info.Specific.Data.Bitmaps {
+		names = append(names, b.Name)
+	}
+	return names
 }
 
 // Checkpoints lists the domain's checkpoints on the host.

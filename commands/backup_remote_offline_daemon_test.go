@@ -1,0 +1,156 @@
+package commands
+
+import (
+	"context"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"vbackup/internal/testbed"
+)
+
+// A shut-off domain of the second host is backed up from this one: its
+// images are read on the host with qemu-img and qemu-nbd, through the
+// same SSH access as libvirt, and the disks' contents are compared with
+// what is read back from the host through SSH.
+
+// remoteOfflineGone fails t if a qemu-nbd of dom, or the folder of its
+// socket, stayed on the host.
+func remoteOfflineGone(t *testing.T, host *testbed.Remote, dom string) {
+	t.Helper()
+	// [q]: the pattern does not match the shell that runs pgrep.
+	if out := host.SSH(t, "pgrep -a -u vbremote -f '[q]emu-nbd.*"+dom+"' || true"); strings.TrimSpace(out) != "" {
+		t.Errorf("qemu-nbd stayed on the host: %s", out)
+	}
+	if out := host.SSH(t, "ls -A /tmp/vbackup-$(id -u) 2>/dev/null || true"); strings.Contains(out, dom) {
+		t.Errorf("a socket folder of %s stayed on the host: %s", dom, out)
+	}
+	remoteSocketGone(t, host, dom)
+}
+
+// remoteSums is ImageSum of each disk.
+func remoteSums(t *testing.T, host *testbed.Remote, dom string, disks ...string) map[string]string {
+	t.Helper()
+	sums := map[string]string{}
+	for _, d := range disks {
+		sums[d] = host.ImageSum(t, dom, d)
+	}
+	return sums
+}
+
+func TestRemoteShutOffFullThenIncremental(t *testing.T) {
+	host := testbed.GetRemote(t)
+	dom := host.Domain(t, "vda:qcow2:64M", "vdb:qcow2:32M")
+	host.Write(t, dom, "vda", 0x11, 0, 8<<20)
+	host.Write(t, dom, "vdb", 0x22, 1<<20, 2<<20)
+	host.Stop(t, dom)
+	c := host.URI()
+	dir := filepath.Join(t.TempDir(), dom)
+	before, _ := filepath.Glob(filepath.Join(os.TempDir(), "vbackup-ssh-*"))
+
+	// A dry run asks the host, and changes nothing there.
+	r := vb(t, remoteOpen, "-c", c, "backup", dom, "--to", dir, "--dry-run")
+	wantCode(t, r, ExitOK)
+	wantSaid(t, r, "would be read with qemu-nbd on "+host.Addr())
+	if _, err := os.Stat(dir); err == nil {
+		t.Errorf("the dry run made %s", dir)
+	}
+	if got := host.Bitmaps(t, dom, "vda"); len(got) != 0 {
+		t.Errorf("the dry run left bitmaps %v on the host", got)
+	}
+
+	r = vb(t, remoteOpen, "-c", c, "backup", dom, "--to", dir)
+	wantCode(t, r, ExitOK)
+	wantSaid(t, r, "is shut off: reading its images with qemu-nbd on "+host.Addr(), "complete: full")
+	b1 := storeBackups(t, dir)[0]
+	want1 := remoteSums(t, host, dom, "vda", "vdb")
+	remoteOfflineGone(t, host, dom)
+	if got := host.Bitmaps(t, dom, "vda"); !slices.Equal(got, []string{b1.Name()}) {
+		t.Errorf("vda's bitmaps on the host after the full backup: %v, want %s", got, b1.Name())
+	}
+	if got := host.Checkpoints(t, dom); !slices.Equal(got, []string{b1.Name()}) {
+		t.Errorf("the host's checkpoints after the full backup: %v, want %s", got, b1.Name())
+	}
+	if b1.Mode != "offline" {
+		t.Errorf("the full backup's mode: %q, want offline", b1.Mode)
+	}
+
+	host.WriteImage(t, dom, "vda", 0xcd, 4<<20, 512<<10)
+	r = vb(t, remoteOpen, "-c", c, "backup", dom, "--to", dir, "--dry-run")
+	wantCode(t, r, ExitOK)
+	wantSaid(t, r, "would be incremental (changes since backup "+b1.Name()+")")
+	if got := host.Bitmaps(t, dom, "vda"); !slices.Equal(got, []string{b1.Name()}) {
+		t.Errorf("vda's bitmaps on the host after a dry run: %v, want %s alone", got, b1.Name())
+	}
+
+	r = vb(t, remoteOpen, "-c", c, "backup", dom, "--to", dir)
+	wantCode(t, r, ExitOK)
+	wantSaid(t, r, "complete: incremental", "vda    incremental 512.000 KiB copied")
+	b2 := storeBackups(t, dir)[1]
+	want2 := remoteSums(t, host, dom, "vda", "vdb")
+	if want2["vda"] == want1["vda"] {
+		t.Fatal("the write between the backups changed nothing on the remote image")
+	}
+	remoteOfflineGone(t, host, dom)
+	if got := host.Bitmaps(t, dom, "vda"); !slices.Equal(got, []string{b2.Name()}) {
+		t.Errorf("vda's bitmaps on the host after the incremental: %v, want %s", got, b2.Name())
+	}
+	if got := host.Checkpoints(t, dom); !slices.Equal(got, []string{b2.Name()}) {
+		t.Errorf("the host's checkpoints after the incremental: %v, want %s", got, b2.Name())
+	}
+
+	wantCode(t, vb(t, remoteOpen, "verify", "--from", dir), ExitOK)
+	for at, want := range map[string]map[string]string{b1.Name(): want1, b2.Name(): want2} {
+		got := restoreSums(t, dir, at, "vda", "vdb")
+		for d := range want {
+			if got[d] != want[d] {
+				t.Errorf("restored at %s: %s is %s, the remote image read %s", at, d, got[d], want[d])
+			}
+		}
+	}
+	// Nothing holds the images: the domain starts.
+	host.SSH(t, "virsh -q -c qemu:///session start "+dom+" >/dev/null")
+	noForwardLeft(t, before)
+}
+
+// An image another process on the host holds open for writing is
+// refused, saying so and where, and nothing changes.
+func TestRemoteShutOffImageHeld(t *testing.T) {
+	host := testbed.GetRemote(t)
+	dom := host.Domain(t)
+	host.Stop(t, dom)
+	image := host.Image(t, dom, "vda")
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	holder := exec.CommandContext(ctx, host.SSHCommand(), "-i", host.KeyFile(), "-T", host.User()+"@"+host.Addr(), "qemu-io -f qcow2 "+image)
+	stdin, err := holder.StdinPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := holder.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer func() { stdin.Close(); holder.Wait() }()
+	for deadline := time.Now().Add(30 * time.Second); !strings.Contains(host.SSH(t, "qemu-img info "+image+" >/dev/null 2>&1 || echo held"), "held"); time.Sleep(100 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("qemu-io did not take the remote image's lock within 30 s")
+		}
+	}
+	dir := filepath.Join(t.TempDir(), "b")
+	r := vb(t, remoteOpen, "-c", host.URI(), "backup", dom, "--to", dir)
+	wantCode(t, r, ExitFailure)
+	wantStderr(t, r, "disk vda: "+image+" on "+host.Addr()+" is open for writing by another process", `"write" lock`)
+	if _, err := os.Stat(dir); err == nil {
+		t.Errorf("%s was made by a refused backup", dir)
+	}
+	stdin.Close()
+	holder.Wait()
+	if got := host.Bitmaps(t, dom, "vda"); len(got) != 0 {
+		t.Errorf("a refused backup left bitmaps %v", got)
+	}
+	remoteOfflineGone(t, host, dom)
+}
