@@ -1,12 +1,15 @@
 package commands
 
 import (
+	"bufio"
 	"context"
+	"encoding/json"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"slices"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -153,4 +156,73 @@ func TestRemoteShutOffImageHeld(t *testing.T) {
 		t.Errorf("a refused backup left bitmaps %v", got)
 	}
 	remoteOfflineGone(t, host, dom)
+}
+
+// vbackup killed outright (SIGKILL) while it reads a remote shut-off
+// domain's images: its ssh dies with it, and on the host qemu-nbd stops
+// and its socket folder goes as the session's stdin closes. The domain
+// then starts, and the next backup builds on the last complete one.
+func TestRemoteShutOffKilled(t *testing.T) {
+	host := testbed.GetRemote(t)
+	dom := host.Domain(t, "vda:qcow2:512M")
+	host.Write(t, dom, "vda", 0x11, 0, 4<<20)
+	host.Stop(t, dom)
+	c := host.URI()
+	dir := filepath.Join(t.TempDir(), dom)
+	wantCode(t, vb(t, remoteOpen, "-c", c, "backup", dom, "--to", dir), ExitOK)
+	first := storeBackups(t, dir)[0].Name()
+	host.WriteImage(t, dom, "vda", 0x22, 64<<20, 384<<20)
+
+	cmd := exec.Command(vbackupBinary(t), "-c", c, "backup", dom, "--to", dir, "--json")
+	var stderr strings.Builder
+	cmd.Stderr = &stderr
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	sc := bufio.NewScanner(stdout)
+	killed := false
+	for sc.Scan() {
+		var line struct {
+			Type        string
+			Done, Total uint64
+		}
+		if json.Unmarshal(sc.Bytes(), &line) == nil && line.Type == "job" && line.Total > 0 && line.Done < line.Total {
+			killed = cmd.Process.Signal(syscall.SIGKILL) == nil
+			break
+		}
+	}
+	for sc.Scan() {
+	}
+	err = cmd.Wait()
+	if !killed {
+		t.Fatalf("the backup ended before it could be killed half-way (%v):\n%s", err, stderr.String())
+	}
+	// The host sees the connection close; give it a moment.
+	for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(200 * time.Millisecond) {
+		out := host.SSH(t, "pgrep -a -u vbremote -f '[q]emu-nbd.*"+dom+"'; ls -A /tmp/vbackup-$(id -u) 2>/dev/null; true")
+		if !strings.Contains(out, dom) {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("30 s after vbackup was killed, the host still has: %s", out)
+		}
+	}
+	host.SSH(t, "virsh -q -c qemu:///session start "+dom+" >/dev/null && virsh -q -c qemu:///session destroy "+dom+" >/dev/null")
+	if got := host.Checkpoints(t, dom); !slices.Equal(got, []string{first}) {
+		t.Errorf("checkpoints after the killed backup: %v, want only %s", got, first)
+	}
+	r := vb(t, remoteOpen, "-c", c, "backup", dom, "--to", dir)
+	wantCode(t, r, ExitOK)
+	wantStderr(t, r, "removed the unfinished backup")
+	if got := backupLevels(t, dir); len(got) != 2 || got[1] != "incremental: vda=incremental" {
+		t.Errorf("the backup after the killed one: %v", got)
+	}
+	want := host.ImageSum(t, dom, "vda")
+	if got := restoreSums(t, dir, "", "vda"); got["vda"] != want {
+		t.Errorf("restored %s, the remote image reads %s", got["vda"], want)
+	}
 }
