@@ -83,7 +83,7 @@ func (b *Backup) decideOffline(ctx context.Context) error {
 	}
 	images := b.images()
 	if err := images.check(ctx); err != nil {
-		return err
+		return fmt.Errorf("domain %q is shut off, and vbackup reads its images with qemu-img and qemu-nbd: %w", b.dom.Name(), err)
 	}
 	if b.req.DryRun {
 		b.would = append(b.would, "the domain is shut off: its images would be read with qemu-nbd"+images.where()+", and it could not start until the backup is in place")

@@ -66,17 +66,25 @@ type remoteImages struct {
 	domain string
 }
 
-// toolsScript says which of qemu-img and qemu-nbd the host lacks.
+// toolsScript prints which of qemu-img and qemu-nbd the host lacks.
 const toolsScript = `for c in qemu-img qemu-nbd; do
-	command -v $c >/dev/null 2>&1 || { echo "$c is not installed on $(uname -n) (not in PATH $PATH): install QEMU's utilities there (Debian: qemu-utils)" >&2; exit 4; }
+	command -v $c >/dev/null 2>&1 || echo $c
 done
 `
 
 func (r remoteImages) check(ctx context.Context) error {
-	if _, err := r.host.Run(ctx, toolsScript); err != nil {
-		return fmt.Errorf("the shut-off domain's images are read on %s: %w", r.host.Name, err)
+	out, err := r.host.Run(ctx, toolsScript)
+	if err != nil {
+		return fmt.Errorf("looking for qemu-img and qemu-nbd on %s: %w", r.host.Name, err)
 	}
-	return nil
+	switch missing := strings.Fields(out); len(missing) {
+	case 0:
+		return nil
+	case 1:
+		return fmt.Errorf("%s is not installed on %s, which holds the images: install QEMU's utilities there (Debian: qemu-utils)", missing[0], r.host.Name)
+	default:
+		return fmt.Errorf("%s are not installed on %s, which holds the images: install QEMU's utilities there (Debian: qemu-utils)", strings.Join(missing, " and "), r.host.Name)
+	}
 }
 
 // qemuImgScript runs qemu-img with its messages on one line: Run keeps a
