@@ -226,3 +226,44 @@ func TestRemoteShutOffKilled(t *testing.T) {
 		t.Errorf("restored %s, the remote image reads %s", got["vda"], want)
 	}
 }
+
+// remoteTry runs a shell command line on the host and returns its
+// combined output and error, for what is meant to fail.
+func remoteTry(host *testbed.Remote, line string) (string, error) {
+	out, err := exec.Command(host.SSHCommand(), "-i", host.KeyFile(), "-T", host.User()+"@"+host.Addr(), line).CombinedOutput()
+	return string(out), err
+}
+
+// A remote shut-off domain cannot start while its images are read there:
+// qemu-nbd holds QEMU's image lock until the backup is in place.
+func TestRemoteShutOffStartRefused(t *testing.T) {
+	host := testbed.GetRemote(t)
+	dom := host.Domain(t, "vda:qcow2:512M")
+	host.Stop(t, dom)
+	host.WriteImage(t, dom, "vda", 0x11, 0, 256<<20)
+	dir := filepath.Join(t.TempDir(), dom)
+	done := make(chan result, 1)
+	go func() { done <- vb(t, remoteOpen, "-c", host.URI(), "backup", dom, "--to", dir) }()
+	for held := false; !held; {
+		select {
+		case r := <-done:
+			t.Fatalf("the backup ended before qemu-nbd was seen on the host:\n%s%s", r.stdout, r.stderr)
+		default:
+		}
+		held = strings.TrimSpace(host.SSH(t, "pgrep -u vbremote -f '^qemu-nbd .*/"+dom+"/' || true")) != ""
+	}
+	out, err := remoteTry(host, "virsh -q -c qemu:///session start "+dom)
+	if err == nil {
+		t.Errorf("virsh start on the host while the backup reads the images worked: %s", out)
+	} else if !strings.Contains(out, `Failed to get "write" lock`) {
+		t.Errorf("virsh start on the host while the backup reads the images: %v: %s; want QEMU's lock error", err, out)
+	}
+	r := <-done
+	wantCode(t, r, ExitOK)
+	want := host.ImageSum(t, dom, "vda")
+	if got := restoreSums(t, dir, "", "vda"); got["vda"] != want {
+		t.Errorf("restored %s, the remote image reads %s", got["vda"], want)
+	}
+	remoteOfflineGone(t, host, dom)
+	host.SSH(t, "virsh -q -c qemu:///session start "+dom+" >/dev/null")
+}
