@@ -24,7 +24,9 @@ import (
 // list of changed blocks), into the same files an online backup writes,
 // and the new checkpoint is made as libvirt would have made it: an
 // enabled bitmap of its name in every qcow2 image, and its definition
-// redefined in libvirt. Order keeps every checkpoint honest:
+// redefined in libvirt. When libvirtd runs on another host, reached over
+// SSH, all of it runs there, through SSH (offline_host.go). Order keeps
+// every checkpoint honest:
 //
 //  1. the new bitmap is added before anything is read, so that it records
 //     every write after the point the backup holds;

@@ -3,8 +3,9 @@
 // URI says (user, port, keyfile=, no_verify=, no_tty=, command=), so that
 // the admin's ~/.ssh/config, ProxyJump, agent and known_hosts all apply.
 // Through it vbackup runs small shell scripts on the hypervisor (a pull
-// job's socket folder) and forwards a unix socket there to one here (the
-// NBD exports): no port is opened on the hypervisor.
+// job's socket folder, qemu-img and qemu-nbd on a shut-off domain's
+// images) and forwards a unix socket there to one here (the NBD exports):
+// no port is opened on the hypervisor.
 package sshhost
 
 import (
