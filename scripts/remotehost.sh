@@ -1,28 +1,42 @@
 #!/usr/bin/env bash
 # remotehost.sh: a second host for vbackup's remote-backup tests: a network
 # namespace of its own (a veth pair, addresses of its own) and a private
-# mount namespace, running sshd and a session-mode libvirtd of the user
-# vbremote with QEMU. It is reachable only over SSH: its home folder (images,
-# libvirt's state and sockets) and /tmp are tmpfs mounts that exist only in
-# its mount namespace, so the backup side sees none of its files or sockets.
+# mount namespace, running sshd, a session-mode libvirtd of the user
+# vbremote with QEMU, and a system-mode libvirtd (root; its QEMU runs as the
+# user vbqemu). It is reachable only over SSH: its home folders (images,
+# libvirt's state and sockets), /tmp, and the system daemon's /etc/libvirt,
+# /run/libvirt, /var/{lib,cache,log}/libvirt and /run/vbackup are tmpfs
+# mounts that exist only in its mount namespace, so the backup side sees
+# none of its files or sockets, and the system daemon never meets another.
 #
 #   remotehost.sh up DIR      start the host (idempotent); prints its libvirt URI
 #   remotehost.sh down DIR    stop everything of the host, remove DIR
 #
 # DIR (the backup side's view) holds what a backup server would have:
 #   DIR/uri          qemu+ssh://vbremote@IP/session?command=DIR/ssh&keyfile=...
+#   DIR/system_uri   qemu+ssh://root@IP/system?command=DIR/ssh&keyfile=...
+#   DIR/system_member_uri  the same as vbremote, a member of its socket's group
 #   DIR/ssh          ssh with DIR/ssh_config (the host's known_hosts, BatchMode)
 #   DIR/host         the host's address
 #   DIR/id_ed25519   the client key           DIR/known_hosts  its host key
 #   DIR/ns           the network namespace    DIR/pid          sshd's pid
 # Run commands on the host as its user with: ssh -F none -i DIR/id_ed25519
-# -o UserKnownHostsFile=DIR/known_hosts vbremote@$(cat DIR/host) CMD
+# -o UserKnownHostsFile=DIR/known_hosts vbremote@$(cat DIR/host) CMD, and
+# as root (the system daemon's side) with root@ and the same key.
 # Needs root.
 set -euo pipefail
 
 readonly PROG=${0##*/}
 readonly RUSER=vbremote
 readonly RHOME=/home/$RUSER
+readonly QUSER=libvirt-qemu
+# The system daemon's unix_sock_group, of which vbremote is a member. Not
+# Debian's "libvirt": on a machine with a system libvirtd of its own, that
+# would let vbremote at it.
+readonly RGROUP=vblibvirt
+# The system daemon's private folders, each a tmpfs in the host's mount
+# namespace only.
+readonly SYSTEM_DIRS="/etc/libvirt /run/libvirt /run/vbackup /var/lib/libvirt /var/cache/libvirt /var/log/libvirt /root"
 readonly MARKER=.vbackup-remotehost
 readonly START_WAIT=${VBACKUP_TESTBED_START_WAIT:-30}
 readonly IDLE_TIMEOUT=${VBACKUP_TESTBED_IDLE_TIMEOUT:-3600}
@@ -50,13 +64,20 @@ need_cmds() {
 	[ ${#missing[@]} -eq 0 ] || die "missing: ${missing[*]} (run scripts/install-deps.sh)"
 }
 
-ssh_host() {
-	local dir=$1; shift
+ssh_as() {
+	local user=$1 dir=$2; shift 2
 	ssh -F none -i "$dir/id_ed25519" -o UserKnownHostsFile="$dir/known_hosts" -o BatchMode=yes \
-		-o ConnectTimeout=5 "$RUSER@$(cat "$dir/host")" "$@"
+		-o ConnectTimeout=5 "$user@$(cat "$dir/host")" "$@"
 }
 
+ssh_host() { ssh_as "$RUSER" "$@"; }
+
 answers() { [ -s "$1/uri" ] && ssh_host "$1" virsh -c qemu:///session version >/dev/null 2>&1; }
+
+answers_system() {
+	[ -s "$1/system_uri" ] && [ -s "$1/system_member_uri" ] &&
+		ssh_as root "$1" virsh -c qemu:///system version >/dev/null 2>&1
+}
 
 ensure_user() {
 	if ! id "$RUSER" >/dev/null 2>&1; then
@@ -65,6 +86,13 @@ ensure_user() {
 	# With UsePAM no, a locked password ('!') refuses keys too.
 	usermod -p '*' "$RUSER"
 	mkdir -p "$RHOME"
+	# The system daemon's QEMU runs as Debian's libvirt-qemu (the QEMU
+	# driver refuses to start without it): not the SSH user, not root.
+	if ! id "$QUSER" >/dev/null 2>&1; then
+		useradd -r -M -d /nonexistent -s /usr/sbin/nologin "$QUSER"
+	fi
+	getent group "$RGROUP" >/dev/null || groupadd -r "$RGROUP"
+	id -nG "$RUSER" | grep -qw "$RGROUP" || usermod -aG "$RGROUP" "$RUSER"
 }
 
 # free_net: the first N whose namespace vbr-N does not exist.
@@ -86,6 +114,8 @@ cmd_up() {
 	mkdir -p "$dir"
 	dir=$(cd "$dir" && pwd)
 	if answers "$dir"; then
+		ensure_user
+		system_up "$dir"
 		cat "$dir/uri"
 		return
 	fi
@@ -119,7 +149,8 @@ UsePAM no
 PasswordAuthentication no
 KbdInteractiveAuthentication no
 PubkeyAuthentication yes
-AllowUsers $RUSER
+AllowUsers $RUSER root
+PermitRootLogin prohibit-password
 AllowStreamLocalForwarding yes
 StreamLocalBindUnlink yes
 MaxStartups 100
@@ -167,6 +198,7 @@ EOF
 	echo "$uri" >"$dir/uri"
 	for ((i = 0; i < START_WAIT * 5; i++)); do
 		if answers "$dir" && virsh -c "$uri" version >/dev/null 2>&1; then
+			system_up "$dir"
 			echo "$uri"
 			return
 		fi
@@ -176,6 +208,71 @@ EOF
 	ssh_host "$dir" tail -n 5 "$RHOME/libvirtd.log" >&2 || true
 	virsh -c "$uri" version >&2 || true
 	die "the remote host did not answer over SSH within ${START_WAIT}s"
+}
+
+# system_up starts the host's system-mode libvirtd if it does not answer:
+# as root in the host's namespaces (entered through sshd's pid), over
+# tmpfs mounts of its own state, config and socket folders; root logs in
+# with the client key. Idempotent.
+system_up() {
+	local dir=$1 pid uri member i
+	if answers_system "$dir"; then
+		return
+	fi
+	pid=$(cat "$dir/pid")
+	# A host started before root could log in: let it, keeping sshd's pid.
+	if ! grep -q '^PermitRootLogin' "$dir/sshd_config"; then
+		sed -i 's/^AllowUsers .*/AllowUsers '"$RUSER"' root/' "$dir/sshd_config"
+		echo 'PermitRootLogin prohibit-password' >>"$dir/sshd_config"
+		kill -HUP "$pid"
+	fi
+	nsenter -t "$pid" -m -n env -i PATH=$SAFE_PATH sh -c '
+		set -e
+		for d in '"$SYSTEM_DIRS"'; do
+			mkdir -p "$d"
+			mountpoint -q "$d" || mount -t tmpfs -o mode=0755 tmpfs "$d"
+		done
+		chmod 700 /root
+		install -d -m 700 /root/.ssh
+		cp '"$dir"'/id_ed25519.pub /root/.ssh/authorized_keys
+		chmod 600 /root/.ssh/authorized_keys
+		install -d -m 711 /var/lib/libvirt/images
+		cat >/etc/libvirt/libvirtd.conf <<EOF
+unix_sock_group = "'"$RGROUP"'"
+unix_sock_ro_perms = "0777"
+unix_sock_rw_perms = "0770"
+auth_unix_ro = "none"
+auth_unix_rw = "none"
+log_outputs = "3:file:/var/log/libvirt/libvirtd.log"
+EOF
+		cat >/etc/libvirt/qemu.conf <<EOF
+user = "'"$QUSER"'"
+group = "'"$QUSER"'"
+dynamic_ownership = 1
+remember_owner = 0
+security_driver = "none"
+cgroup_controllers = [ ]
+namespaces = [ ]
+stdio_handler = "file"
+EOF
+		cd /
+		HOME=/root setsid libvirtd --timeout '"$IDLE_TIMEOUT"' --pid-file /run/libvirt/libvirtd.pid \
+			>/var/log/libvirt/libvirtd.out 2>&1 </dev/null &
+	'
+	uri="qemu+ssh://root@$(cat "$dir/host")/system?command=$dir/ssh&keyfile=$dir/id_ed25519"
+	member="qemu+ssh://$RUSER@$(cat "$dir/host")/system?command=$dir/ssh&keyfile=$dir/id_ed25519"
+	echo "$uri" >"$dir/system_uri"
+	echo "$member" >"$dir/system_member_uri"
+	for ((i = 0; i < START_WAIT * 5; i++)); do
+		if answers_system "$dir" && virsh -c "$uri" version >/dev/null 2>&1 &&
+			virsh -c "$member" version >/dev/null 2>&1; then
+			return
+		fi
+		sleep 0.2
+	done
+	ssh_as root "$dir" tail -n 5 /var/log/libvirt/libvirtd.out /var/log/libvirt/libvirtd.log >&2 || true
+	virsh -c "$uri" version >&2 || true
+	die "the remote host's system libvirtd did not answer over SSH within ${START_WAIT}s"
 }
 
 cmd_down() {

@@ -24,7 +24,7 @@ const EnvRemoteDir = "VBACKUP_REMOTEHOST"
 
 // Remote is a second host (scripts/remotehost.sh): its own network and
 // mount namespaces, sshd, and a session libvirtd of its user vbremote with
-// QEMU. Tests reach it over SSH only: none of its files or sockets is seen
+// QEMU (and a system one: System). Tests reach it over SSH only: none of its files or sockets is seen
 // from the test process, so a test that reads a local path where it should
 // go through SSH fails.
 //
@@ -36,6 +36,13 @@ const EnvRemoteDir = "VBACKUP_REMOTEHOST"
 type Remote struct {
 	dir, uri, addr string
 	script         string
+	// Whom the helpers log in as, the daemon their virsh speaks to on the
+	// host, and where Domain puts images there: vbremote's session daemon,
+	// or root's system daemon (System).
+	user, local, images string
+	// The system daemon's URIs (scripts/remotehost.sh DIR/system_uri,
+	// DIR/system_member_uri).
+	systemURI, memberURI string
 }
 
 var (
@@ -124,7 +131,7 @@ func startRemote() (*Remote, error) {
 	if err != nil {
 		return nil, err
 	}
-	r := &Remote{dir: dir, script: script}
+	r := newRemote(dir, script)
 	ctx, cancel := context.WithTimeout(context.Background(), upTimeout)
 	defer cancel()
 	if _, err := r.run(ctx, "up", dir); err != nil {
@@ -144,28 +151,35 @@ func reuseRemote(dir string) (*Remote, error) {
 	if err != nil {
 		return nil, err
 	}
-	r := &Remote{dir: dir, script: script}
+	r := newRemote(dir, script)
 	if err := r.load(); err != nil {
 		return nil, err
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
-	if _, err := r.ssh(ctx, nil, "virsh -c qemu:///session version"); err != nil {
-		return nil, fmt.Errorf("not up: %w", err)
+	for _, d := range []*Remote{r, r.system()} {
+		if _, err := d.ssh(ctx, nil, "virsh -c "+d.local+" version"); err != nil {
+			return nil, fmt.Errorf("not up: %w", err)
+		}
 	}
 	return r, nil
 }
 
+func newRemote(dir, script string) *Remote {
+	return &Remote{dir: dir, script: script, user: remoteUser, local: "qemu:///session", images: "/home/" + remoteUser + "/images"}
+}
+
 func (r *Remote) load() error {
-	uri, err := os.ReadFile(filepath.Join(r.dir, "uri"))
-	if err != nil {
-		return err
+	for _, f := range []struct {
+		name string
+		to   *string
+	}{{"uri", &r.uri}, {"host", &r.addr}, {"system_uri", &r.systemURI}, {"system_member_uri", &r.memberURI}} {
+		b, err := os.ReadFile(filepath.Join(r.dir, f.name))
+		if err != nil {
+			return err
+		}
+		*f.to = strings.TrimSpace(string(b))
 	}
-	addr, err := os.ReadFile(filepath.Join(r.dir, "host"))
-	if err != nil {
-		return err
-	}
-	r.uri, r.addr = strings.TrimSpace(string(uri)), strings.TrimSpace(string(addr))
 	return nil
 }
 
@@ -187,12 +201,13 @@ func (r *Remote) down() error {
 }
 
 // URI is the libvirt URI of the host's session daemon, over SSH:
-// qemu+ssh://vbremote@ADDR/session?command=SSH&keyfile=KEY.
+// qemu+ssh://vbremote@ADDR/session?command=SSH&keyfile=KEY (of System's,
+// qemu+ssh://root@ADDR/system?...).
 func (r *Remote) URI() string { return r.uri }
 
-// Addr is the host's address; User its SSH user.
+// Addr is the host's address; User the SSH user of its helpers.
 func (r *Remote) Addr() string { return r.addr }
-func (r *Remote) User() string { return remoteUser }
+func (r *Remote) User() string { return r.user }
 
 // KeyFile is the private key the host accepts; KnownHosts the file with
 // its host key; SSHCommand the ssh wrapper (the URI's command=) that reads
@@ -231,7 +246,7 @@ func (r *Remote) SSHWrapper(t testing.TB, knownHosts string) string {
 
 // ssh runs a shell command line on the host as its user.
 func (r *Remote) ssh(ctx context.Context, stdout io.Writer, line string) (string, error) {
-	cmd := exec.CommandContext(ctx, r.SSHCommand(), "-i", r.KeyFile(), "-T", remoteUser+"@"+r.addr, line)
+	cmd := exec.CommandContext(ctx, r.SSHCommand(), "-i", r.KeyFile(), "-T", r.user+"@"+r.addr, line)
 	var out, stderr bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &stderr
 	if stdout != nil {
@@ -259,7 +274,7 @@ func (r *Remote) SSH(t testing.TB, line string) string {
 // virsh runs virsh on the host, through SSH.
 func (r *Remote) virsh(t testing.TB, args ...string) string {
 	t.Helper()
-	line := "virsh -q -c qemu:///session"
+	line := "virsh -q -c " + r.local
 	for _, a := range args {
 		line += " " + shellQuote(a)
 	}
@@ -269,15 +284,16 @@ func (r *Remote) virsh(t testing.TB, args ...string) string {
 func shellQuote(s string) string { return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'" }
 
 // Domain makes and starts a TCG domain with no OS on the host, with disks
-// DISK:FORMAT:SIZE (default vda:qcow2:64M) under ~/images/NAME there; t's
-// cleanup destroys and undefines it.
+// DISK:FORMAT:SIZE (default vda:qcow2:64M) under ~/images/NAME there
+// (System's: /var/lib/libvirt/images/NAME); t's cleanup destroys and
+// undefines it.
 func (r *Remote) Domain(t testing.TB, disks ...string) string {
 	t.Helper()
 	if len(disks) == 0 {
 		disks = []string{"vda:qcow2:64M"}
 	}
 	name := fmt.Sprintf("vbr%d-%d", os.Getpid(), domainSeq.Add(1))
-	dir := "/home/" + remoteUser + "/images/" + name
+	dir := r.images + "/" + name
 	var devs strings.Builder
 	mk := "mkdir -p " + dir
 	for _, spec := range disks {
@@ -293,11 +309,11 @@ func (r *Remote) Domain(t testing.TB, disks ...string) string {
 	r.SSH(t, mk)
 	xml := fmt.Sprintf("<domain type='qemu'><name>%s</name><memory unit='MiB'>64</memory><os><type arch='x86_64'>hvm</type></os><devices>%s</devices></domain>",
 		name, devs.String())
-	r.SSH(t, "cat > "+dir+"/domain.xml <<'EOF'\n"+xml+"\nEOF\nvirsh -q -c qemu:///session define "+dir+"/domain.xml >/dev/null && virsh -q -c qemu:///session start "+name+" >/dev/null")
+	r.SSH(t, "cat > "+dir+"/domain.xml <<'EOF'\n"+xml+"\nEOF\nvirsh -q -c "+r.local+" define "+dir+"/domain.xml >/dev/null && virsh -q -c "+r.local+" start "+name+" >/dev/null")
 	t.Cleanup(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), opTimeout)
 		defer cancel()
-		v := "virsh -q -c qemu:///session "
+		v := "virsh -q -c " + r.local + " "
 		_, _ = r.ssh(ctx, nil, v+"destroy "+name+" >/dev/null 2>&1; "+
 			"for c in $("+v+"checkpoint-list --name "+name+" 2>/dev/null); do "+v+"checkpoint-delete "+name+" $c --metadata >/dev/null; done; "+
 			v+"undefine "+name+" --checkpoints-metadata >/dev/null; rm -rf "+dir)
@@ -351,7 +367,7 @@ func (r *Remote) imageSum(t testing.TB, src, flag string) string {
 // Image is the path on the host of a domain's disk image.
 func (r *Remote) Image(t testing.TB, dom, disk string) string {
 	t.Helper()
-	src := strings.TrimSpace(r.SSH(t, fmt.Sprintf("virsh -q -c qemu:///session domblklist %s | awk -v d=%s '$1==d {print $2}'", shellQuote(dom), shellQuote(disk))))
+	src := strings.TrimSpace(r.SSH(t, fmt.Sprintf("virsh -q -c %s domblklist %s | awk -v d=%s '$1==d {print $2}'", r.local, shellQuote(dom), shellQuote(disk))))
 	if src == "" {
 		t.Fatalf("testbed: domain %s has no disk %s on the remote host", dom, disk)
 	}
