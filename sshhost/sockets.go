@@ -10,15 +10,23 @@ import (
 // the place vbackup uses when it runs there (job.DefaultSockets): /run for
 // root, else $XDG_RUNTIME_DIR, else /tmp/vbackup-UID. A stale socket goes
 // (no job runs: checked before). As root the folder is handed to the
-// owner of the first disk image, the user QEMU runs as. It prints the
+// owner of the first disk image, the user QEMU runs as. Another user cannot
+// hand it over: when that image is not its own (a system daemon's QEMU), the
+// folder lets QEMU create the socket (others may enter, list nothing,
+// remove nothing of ours) and gives it our group (setgid), which QEMU's
+// group-writable socket lets connect, and no one else. It prints the
 // folder.
 const socketDirScript = `set -e
 dom=$1 socket=$2 image=$3
 ` + baseScript + makeBaseScript + `dir=$base/$dom
 [ -d "$dir" ] && [ ! -L "$dir" ] || mkdir -m 700 "$dir"
 rm -f "$dir/$socket"
-if [ "$uid" = 0 ] && [ -n "$image" ] && [ -e "$image" ]; then
-	chown "$(stat -c %u:%g "$image")" "$dir"
+if [ -n "$image" ] && [ -e "$image" ]; then
+	if [ "$uid" = 0 ]; then
+		chown "$(stat -c %u:%g "$image")" "$dir"
+	elif [ "$(stat -c %u "$image")" != "$uid" ]; then
+		chmod 3773 "$dir"
+	fi
 fi
 printf '%s\n' "$dir"
 `
