@@ -31,6 +31,9 @@ sock=$dir/nbd.sock
 pid= watcher=
 trap 'set +e; if [ -n "$pid" ]; then kill $pid 2>/dev/null; wait $pid 2>/dev/null; fi; [ -z "$watcher" ] || kill $watcher 2>/dev/null; rm -rf "$dir"' EXIT
 trap 'exit 1' HUP INT TERM
+# A write to a session SSH dropped fails instead of killing the shell past
+# its EXIT trap (which removes the folder).
+trap '' PIPE
 set -- --read-only --persistent --shared=8 --format="$format" --socket="$sock" --cache=writeback --aio=threads
 [ -z "$bitmap" ] || set -- "$@" --bitmap="$bitmap"
 qemu-nbd "$@" -- "$image" &
