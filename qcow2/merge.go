@@ -66,6 +66,38 @@ type moved struct {
 	inPlace  bool   // written over Dst's own cluster, whose entry stays
 }
 
+// ownData reports whether host offset off is a data cluster of im's alone,
+// as its L2 entry claims: cluster-aligned, inside the file, counted once,
+// and none of the metadata (header, L1 table, L2 tables, refcount table
+// and blocks). A corrupt entry is then appended over, never written
+// through onto what it points at.
+func (im *image) ownData(off uint64) bool {
+	c := off / ClusterSize
+	if off%ClusterSize != 0 || c == 0 || c >= im.next {
+		return false
+	}
+	if n, err := im.refcount(c); err != nil || n != 1 {
+		return false
+	}
+	within := func(start, bytes uint64) bool {
+		return start != 0 && off >= start&^(ClusterSize-1) && off < start+bytes
+	}
+	if within(im.l1Off, uint64(len(im.l1))*8) || within(im.rtOff, uint64(len(im.rt))*8) {
+		return false
+	}
+	for _, e := range im.l1 {
+		if e&hostOffsetMask == off {
+			return false
+		}
+	}
+	for _, e := range im.rt {
+		if e&hostOffsetMask == off {
+			return false
+		}
+	}
+	return true
+}
+
 // overwritable reports a commit that can write a cluster's data over
 // Dst's cluster of the same guest offset instead of appending it: both
 // are plain data and Dst's is its own alone (the copied flag: refcount
@@ -148,7 +180,7 @@ func (mv *mover) region(r, n uint64, out *Moved) error {
 		if se&(1<<9-1)&^oflagZero != 0 && kindOf(se) != packed {
 			return unsupported(src.path, "reserved bits set in L2 entry %#x", se)
 		}
-		if mv.Over && overwritable(se, de) {
+		if mv.Over && overwritable(se, de) && dst.ownData(de&hostOffsetMask) {
 			mv.moves = append(mv.moves, moved{index: i, src: se, old: de, host: de & hostOffsetMask, n: ClusterSize, inPlace: true})
 			continue
 		}

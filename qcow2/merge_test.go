@@ -3,6 +3,7 @@ package qcow2
 import (
 	"bytes"
 	"context"
+	"encoding/binary"
 	"errors"
 	"os"
 	"os/exec"
@@ -347,5 +348,41 @@ func TestMoveOverInPlace(t *testing.T) {
 				t.Errorf("moved %d clusters, want %d", res.Clusters, len(some))
 			}
 		})
+	}
+}
+
+// Only a data cluster of the image's own is written in place: an L2 entry
+// that points at metadata (as a corrupt one could) is not trusted.
+func TestOwnData(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "full.qcow2")
+	writePlain(t, path, 64<<20, map[uint64]kind{0: random, 1: text}, Options{})
+	im, err := openImage(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer im.f.Close()
+	l2 := make([]byte, ClusterSize)
+	l2Off, err := im.l2(0, l2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	data := binary.BigEndian.Uint64(l2) & hostOffsetMask
+	for _, c := range []struct {
+		what string
+		off  uint64
+		want bool
+	}{
+		{"guest cluster 0's data", data, true},
+		{"the header", 0, false},
+		{"the L1 table", im.l1Off, false},
+		{"the L2 table", l2Off, false},
+		{"the refcount table", im.rtOff, false},
+		{"a refcount block", im.rt[0] & hostOffsetMask, false},
+		{"an unaligned offset", data + 512, false},
+		{"past the file's end", im.next * ClusterSize, false},
+	} {
+		if got := im.ownData(c.off); got != c.want {
+			t.Errorf("%s (%d): ownData %v, want %v", c.what, c.off, got, c.want)
+		}
 	}
 }
