@@ -26,13 +26,25 @@ import (
 func remoteOfflineGone(t *testing.T, host *testbed.Remote, dom string) {
 	t.Helper()
 	// [q]: the pattern does not match the shell that runs pgrep.
-	if out := host.SSH(t, "pgrep -a -u vbremote -f '[q]emu-nbd.*"+dom+"' || true"); strings.TrimSpace(out) != "" {
+	if out := host.SSH(t, "pgrep -a -u vbremote -f '[q]emu-nbd.*/"+dom+"[.]nbd[.]' || true"); strings.TrimSpace(out) != "" {
 		t.Errorf("qemu-nbd stayed on the host: %s", out)
 	}
-	if out := host.SSH(t, "ls -A /tmp/vbackup-$(id -u) 2>/dev/null || true"); strings.Contains(out, dom) {
+	if out := host.SSH(t, "ls -A /tmp/vbackup-$(id -u) 2>/dev/null || true"); holdsFolderOf(out, dom) {
 		t.Errorf("a socket folder of %s stayed on the host: %s", dom, out)
 	}
 	remoteSocketGone(t, host, dom)
+}
+
+// holdsFolderOf reports whether a listing of the socket folders holds
+// one of dom's: its pull folder DOM or a served image's DOM.nbd.XXXXXX
+// (not another domain's whose name starts with dom's).
+func holdsFolderOf(listing, dom string) bool {
+	for _, l := range strings.Fields(listing) {
+		if l == dom || strings.HasPrefix(l, dom+".nbd.") {
+			return true
+		}
+	}
+	return false
 }
 
 // remoteSums is ImageSum of each disk.
@@ -173,7 +185,9 @@ func TestRemoteShutOffKilled(t *testing.T) {
 	first := storeBackups(t, dir)[0].Name()
 	host.WriteImage(t, dom, "vda", 0x22, 64<<20, 384<<20)
 
-	cmd := exec.Command(vbackupBinary(t), "-c", c, "backup", dom, "--to", dir, "--json")
+	// --bwlimit: 384 MiB take some 6 s, so the kill lands half-way on a
+	// machine of any speed.
+	cmd := exec.Command(vbackupBinary(t), "-c", c, "backup", dom, "--to", dir, "--json", "--bwlimit", "64M")
 	var stderr strings.Builder
 	cmd.Stderr = &stderr
 	stdout, err := cmd.StdoutPipe()
@@ -203,8 +217,8 @@ func TestRemoteShutOffKilled(t *testing.T) {
 	}
 	// The host sees the connection close; give it a moment.
 	for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(200 * time.Millisecond) {
-		out := host.SSH(t, "pgrep -a -u vbremote -f '[q]emu-nbd.*"+dom+"'; ls -A /tmp/vbackup-$(id -u) 2>/dev/null; true")
-		if !strings.Contains(out, dom) {
+		out := host.SSH(t, "pgrep -a -u vbremote -f '[q]emu-nbd.*/"+dom+"[.]nbd[.]'; ls -A /tmp/vbackup-$(id -u) 2>/dev/null; true")
+		if !holdsFolderOf(out, dom) && !strings.Contains(out, "/"+dom+".nbd.") {
 			break
 		}
 		if time.Now().After(deadline) {
@@ -242,15 +256,30 @@ func TestRemoteShutOffStartRefused(t *testing.T) {
 	host.Stop(t, dom)
 	host.WriteImage(t, dom, "vda", 0x11, 0, 256<<20)
 	dir := filepath.Join(t.TempDir(), dom)
-	done := make(chan result, 1)
-	go func() { done <- vb(t, remoteOpen, "-c", host.URI(), "backup", dom, "--to", dir) }()
-	for held := false; !held; {
-		select {
-		case r := <-done:
-			t.Fatalf("the backup ended before qemu-nbd was seen on the host:\n%s%s", r.stdout, r.stderr)
-		default:
+	// --bwlimit: 256 MiB take some 8 s, time enough to try a start once
+	// data flows (qemu-nbd has the image open, and QEMU's lock, by then).
+	cmd := exec.Command(vbackupBinary(t), "-c", host.URI(), "backup", dom, "--to", dir, "--json", "--bwlimit", "32M")
+	var stderr strings.Builder
+	cmd.Stderr = &stderr
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	sc := bufio.NewScanner(stdout)
+	flowing := false
+	for !flowing && sc.Scan() {
+		var line struct {
+			Type        string
+			Done, Total uint64
 		}
-		held = strings.TrimSpace(host.SSH(t, "pgrep -u vbremote -f '^qemu-nbd .*/"+dom+"/' || true")) != ""
+		flowing = json.Unmarshal(sc.Bytes(), &line) == nil && line.Type == "job" && line.Done > 0 && line.Done < line.Total
+	}
+	if !flowing {
+		_ = cmd.Wait()
+		t.Fatalf("the backup ended before data flowed:\n%s", stderr.String())
 	}
 	out, err := remoteTry(host, "virsh -q -c qemu:///session start "+dom)
 	if err == nil {
@@ -258,8 +287,11 @@ func TestRemoteShutOffStartRefused(t *testing.T) {
 	} else if !strings.Contains(out, `Failed to get "write" lock`) {
 		t.Errorf("virsh start on the host while the backup reads the images: %v: %s; want QEMU's lock error", err, out)
 	}
-	r := <-done
-	wantCode(t, r, ExitOK)
+	for sc.Scan() {
+	}
+	if err := cmd.Wait(); err != nil {
+		t.Fatalf("the backup failed (%v):\n%s", err, stderr.String())
+	}
 	want := host.ImageSum(t, dom, "vda")
 	if got := restoreSums(t, dir, "", "vda"); got["vda"] != want {
 		t.Errorf("restored %s, the remote image reads %s", got["vda"], want)
