@@ -165,3 +165,19 @@ func TestServeImageNoQemuNBD(t *testing.T) {
 		t.Errorf("serving on a host without qemu-nbd: %v", err)
 	}
 }
+
+// A script that neither prints its first line nor exits (a host that
+// stops answering) is given up on, and its session closed.
+func TestStartGivesUp(t *testing.T) {
+	defer func(start, stop time.Duration) { sessionStartWait, sessionStopWait = start, stop }(sessionStartWait, sessionStopWait)
+	sessionStartWait, sessionStopWait = 500*time.Millisecond, 500*time.Millisecond
+	h := fakeHost(t, "")
+	start := time.Now()
+	_, err := h.Start(context.Background(), `echo waiting >&2; exec sleep 3600`)
+	if err == nil || !strings.Contains(err.Error(), "had not started") || !strings.Contains(err.Error(), "waiting") {
+		t.Fatalf("got %v, want the script given up on with what it said", err)
+	}
+	if d := time.Since(start); d > 10*time.Second {
+		t.Errorf("gave up after %v", d)
+	}
+}

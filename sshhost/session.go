@@ -16,7 +16,13 @@ import (
 
 // sessionStopWait is how long a session's script may take to tidy up once
 // its stdin closed, before its ssh is killed.
-const sessionStopWait = 15 * time.Second
+var sessionStopWait = 15 * time.Second
+
+// sessionStartWait bounds the wait for a script's first line: a login and
+// a qemu-nbd that listens take seconds; one that hangs (a host that stops
+// answering mid-login, a tool that neither listens nor exits) must not
+// hold the backup for ever.
+var sessionStartWait = 2 * time.Minute
 
 // Session is a script running on the host for as long as vbackup holds
 // its stdin open: a script started with Start tidies up and exits when
@@ -80,6 +86,13 @@ func (h *Host) Start(ctx context.Context, script string, args ...string) (*Sessi
 	case <-ctx.Done():
 		s.Close()
 		return nil, context.Cause(ctx)
+	case <-time.After(sessionStartWait):
+		s.Close()
+		told := said(s.stderr.String())
+		if told == "" {
+			told = "no message"
+		}
+		return nil, fmt.Errorf("on %s: the script had not started after %v (%s)", h.Name, sessionStartWait, told)
 	}
 }
 
