@@ -56,7 +56,10 @@ type Merge struct {
 // prune stopped at any moment is completed by the next prune or backup.
 func Prune(ctx context.Context, req PruneRequest, notes progress.Notifier) (Pruned, error) {
 	var out Pruned
-	// Refused before the lock, whose file would be the first change.
+	// A folder that is none, or holds no backup, is refused before the
+	// lock, whose file would be the first change; a manifest that does
+	// not read is refused once the lock is taken (the folder is a backup
+	// folder, where the lock's file belongs).
 	if fi, err := os.Stat(req.Dir); err != nil || !fi.IsDir() {
 		return out, notAFolder(req.Dir)
 	} else if !chain.Holds(req.Dir) {
