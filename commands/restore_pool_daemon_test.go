@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync/atomic"
 	"syscall"
@@ -46,6 +47,7 @@ func volumes(t *testing.T, bed *testbed.Bed, pool string) string {
 // the pool.
 func TestRestorePoolDaemon(t *testing.T) {
 	open, bed := realDaemon(t)
+	staging := stagingNow()
 	dom := bed.Domain(t, "vda:qcow2:64M", "vdb:raw:16M")
 	bed.Write(t, dom, "vda", 0x71, 4<<20, 3<<20)
 	bed.Write(t, dom, "vdb", 0x72, 1<<20, 2<<20)
@@ -83,8 +85,8 @@ func TestRestorePoolDaemon(t *testing.T) {
 	if !strings.Contains(bed.Virsh(t, "dumpxml", name), "<driver name='qemu' type='qcow2'/>") {
 		t.Errorf("the restored domain's disks are not qcow2:\n%s", bed.Virsh(t, "dumpxml", name))
 	}
-	if entries, _ := filepath.Glob(filepath.Join(os.TempDir(), "vbackup-restore-*")); len(entries) > 0 {
-		t.Errorf("staging folders left behind: %v", entries)
+	if left := stagingLeft(staging); len(left) > 0 {
+		t.Errorf("staging folders left behind: %v", left)
 	}
 
 	// Raw: sent sparse, the volume allocates what the disk holds.
@@ -172,4 +174,22 @@ func TestRestorePoolRefusalsDaemon(t *testing.T) {
 	r = vb(t, open, "restore", "--from", dir, "--pool", pool)
 	wantCode(t, r, ExitUsage)
 	wantStderr(t, r, "--pool defines a domain on the volumes it writes: name it with --define NAME")
+}
+
+// stagingNow lists the staging folders of restores into a pool here.
+func stagingNow() []string {
+	entries, _ := filepath.Glob(filepath.Join(os.TempDir(), "vbackup-restore-*"))
+	return entries
+}
+
+// stagingLeft is the staging folders made since before (a leftover of an
+// earlier run that was killed is not this test's).
+func stagingLeft(before []string) []string {
+	var left []string
+	for _, e := range stagingNow() {
+		if !slices.Contains(before, e) {
+			left = append(left, e)
+		}
+	}
+	return left
 }

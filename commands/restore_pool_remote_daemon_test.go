@@ -93,6 +93,7 @@ func undefineRemote(t *testing.T, host *testbed.Remote, name string) {
 // that point, the domain is defined there on those volumes, and it starts.
 func TestRemoteRestorePool(t *testing.T) {
 	host := testbed.GetRemote(t)
+	staging := stagingNow()
 	dom := host.Domain(t, "vda:qcow2:64M", "vdb:qcow2:32M")
 	host.Write(t, dom, "vda", 0x31, 0, 4<<20)
 	host.Write(t, dom, "vdb", 0x32, 1<<20, 2<<20)
@@ -166,8 +167,8 @@ func TestRemoteRestorePool(t *testing.T) {
 			}
 		})
 	}
-	if entries, _ := filepath.Glob(filepath.Join(os.TempDir(), "vbackup-restore-*")); len(entries) > 0 {
-		t.Errorf("staging folders left behind here: %v", entries)
+	if left := stagingLeft(staging); len(left) > 0 {
+		t.Errorf("staging folders left behind here: %v", left)
 	}
 }
 
@@ -177,6 +178,7 @@ func TestRemoteRestorePool(t *testing.T) {
 // untouched.
 func TestRemoteRestorePoolRefusals(t *testing.T) {
 	host := testbed.GetRemote(t)
+	staging := stagingNow()
 	dom := host.Domain(t, "vda:qcow2:64M", "vdb:qcow2:32M")
 	dir := filepath.Join(t.TempDir(), dom)
 	wantCode(t, vb(t, remoteOpen, "-c", host.URI(), "backup", dom, "--to", dir, "--quiesce", "no"), ExitOK)
@@ -228,7 +230,7 @@ func TestRemoteRestorePoolRefusals(t *testing.T) {
 	if st := strings.TrimSpace(rvirsh(t, host, "domstate", dom)); st != "shut off" {
 		t.Errorf("the shut-off domain in the way is %q after a refused restore", st)
 	}
-	if entries, _ := filepath.Glob(filepath.Join(os.TempDir(), "vbackup-restore-*")); len(entries) > 0 {
-		t.Errorf("staging folders left behind here: %v", entries)
+	if left := stagingLeft(staging); len(left) > 0 {
+		t.Errorf("staging folders left behind here: %v", left)
 	}
 }
