@@ -106,6 +106,11 @@ func (r remoteImages) qemuImg(ctx context.Context, args ...string) ([]byte, erro
 				break
 			}
 		}
+		if strings.Contains(err.Error(), "Permission denied") {
+			// A system daemon's images are root's or QEMU's user's; the
+			// SSH user of a pull backup needs only libvirt's socket.
+			return nil, fmt.Errorf("qemu-img %s %s: %w; a shut-off domain's images are read and given the new checkpoint's bitmap by the SSH user (%s), who may not: connect as a user who may (for a system daemon, root: qemu+ssh://root@%s/system), or back the domain up while it runs", args[0], image, err, r.host.Where(), r.host.Name)
+		}
 		return nil, fmt.Errorf("qemu-img %s %s: %w", args[0], image, err)
 	}
 	return []byte(out), nil

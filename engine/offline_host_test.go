@@ -119,3 +119,44 @@ func TestRemoteImagesCheck(t *testing.T) {
 		}
 	}
 }
+
+// An SSH user who may not read a shut-off domain's images (a system
+// daemon's, root's) is told who reads them and what would do.
+func TestRemoteImagesPermissionDenied(t *testing.T) {
+	if os.Getuid() != 0 {
+		if os.Getenv("CI") == "true" {
+			t.Fatal("needs root, to run qemu-img as another user")
+		}
+		t.Skip("needs root, to run qemu-img as another user")
+	}
+	r := fakeRemote(t, "")
+	// The fake ssh logs in as nobody.
+	script, err := os.ReadFile(r.host.Binary)
+	if err != nil {
+		t.Fatal(err)
+	}
+	script = []byte(strings.Replace(string(script), "exec env ", "exec setpriv --reuid=65534 --regid=65534 --clear-groups env ", 1))
+	if err := os.WriteFile(r.host.Binary, script, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	r.host.User = "backup"
+	dir, err := os.MkdirTemp("/tmp", "vbperm.")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	if err := os.Chmod(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	img := filepath.Join(dir, "vda.qcow2")
+	if out, err := exec.Command("qemu-img", "create", "-q", "-f", "qcow2", img, "16M").CombinedOutput(); err != nil {
+		t.Fatalf("qemu-img create: %v: %s", err, out)
+	}
+	if err := os.Chmod(img, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	_, err = imageInfo(context.Background(), r, img, "qcow2")
+	if err == nil || !strings.Contains(err.Error(), "by the SSH user (backup@fakehost)") || !strings.Contains(err.Error(), "qemu+ssh://root@fakehost/system") {
+		t.Errorf("imageInfo of an image the SSH user may not read: %v", err)
+	}
+}
