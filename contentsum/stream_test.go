@@ -117,3 +117,71 @@ func TestAddSpanMerges(t *testing.T) {
 		t.Errorf("spans %v, want the new span between the others", spans)
 	}
 }
+
+// Pieces that come out of order wait in a chunk buffer, which may be one
+// a chunk left dirty: the zeroes said before the first early data piece,
+// and after, must still read as zeroes.
+func TestStreamEarlyPiecesInAReusedBuffer(t *testing.T) {
+	dirty := bytes.Repeat([]byte{0xff}, ChunkSize)
+	chunkBufs.Put(&dirty)
+	content := make([]byte, ChunkSize)
+	for i := 600 << 10; i < 700<<10; i++ {
+		content[i] = byte(i)
+	}
+	copy(content[100:200], bytes.Repeat([]byte{9}, 100))
+	s := NewStream(ChunkSize)
+	s.Zero(500<<10, 100<<10)                   // early, zeroes, no buffer yet
+	s.Write(600<<10, content[600<<10:700<<10]) // early data: a buffer
+	s.Zero(800<<10, 100<<10)                   // early zeroes, into the buffer
+	s.Write(100, content[100:200])             // early data
+	s.Zero(0, 100)                             // in order: the held piece follows
+	s.Zero(200, 500<<10-200)                   // fills the gap up to the held spans
+	if n := len(s.open); n != 1 {
+		t.Fatalf("%d chunks open before the chunk is whole, want 1", n)
+	}
+	s.Zero(700<<10, 100<<10)
+	s.Zero(900<<10, ChunkSize-900<<10)
+	if n := len(s.open); n != 0 {
+		t.Fatalf("%d chunks open once the chunk is whole, want 0", n)
+	}
+	got, err := s.Sum(nil)
+	want, _ := OfReader(bytes.NewReader(content), ChunkSize)
+	if err != nil || !got.Equal(want) {
+		t.Errorf("sum %v (%v), want %v", got, err, want)
+	}
+}
+
+// Pieces that come in order are hashed from the caller's buffer: the
+// chunk takes no buffer of its own.
+func TestStreamHashesInOrderPiecesWithoutACopy(t *testing.T) {
+	content := bytes.Repeat([]byte{1, 2, 3}, ChunkSize/3+1000)[:ChunkSize+1000]
+	s := NewStream(uint64(len(content)))
+	for off := 0; off < len(content); off += 256 << 10 {
+		end := min(off+256<<10, len(content))
+		s.Write(uint64(off), content[off:end])
+		for _, c := range s.open {
+			if c.buf != nil {
+				t.Fatalf("after the piece at %d: a chunk holds a buffer", off)
+			}
+		}
+	}
+	got, err := s.Sum(nil)
+	want, _ := OfReader(bytes.NewReader(content), uint64(len(content)))
+	if err != nil || !got.Equal(want) {
+		t.Errorf("sum %v (%v), want %v", got, err, want)
+	}
+}
+
+// A range accounted twice before its chunk is whole cannot be hashed in
+// order: it is an error, not a guess at which bytes the file holds.
+func TestStreamRefusesOverlaps(t *testing.T) {
+	for _, second := range []struct{ off, n uint64 }{{50, 10}, {150, 100}, {0, 10}} {
+		s := NewStream(ChunkSize)
+		s.Write(0, make([]byte, 100))   // hashed
+		s.Write(200, make([]byte, 100)) // held
+		s.Write(second.off, make([]byte, second.n))
+		if _, err := s.Sum(nil); err == nil || !strings.Contains(err.Error(), "accounted twice") {
+			t.Errorf("%d bytes at %d again: %v, want an error saying so", second.n, second.off, err)
+		}
+	}
+}
