@@ -36,8 +36,10 @@ func (b *Backup) plan(ctx context.Context) (job.Plan, error) {
 	// Where scratch files go is libvirt's business here: its notes are
 	// not the user's.
 	quiet := progress.NewNotifier(nil, nil)
+	sockets := b.req.Sockets
+	sockets.Reading = !b.req.Push
 	return job.NewPlan(ctx, b.dom, job.PlanRequest{Spec: spec, CheckpointDescription: checkpointDescription(b.req.Dir, b.folder),
-		Local: true, Disks: b.domainDisks, Sockets: b.req.Sockets, Now: b.req.Now()}, quiet)
+		Local: true, Disks: b.domainDisks, Sockets: sockets, Now: b.req.Now()}, quiet)
 }
 
 // pull reads every export into the pending backup, then ends the job.

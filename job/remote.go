@@ -27,12 +27,17 @@ func (s Sockets) remoteServer(ctx context.Context, domain string, disks []virt.D
 	if err != nil {
 		return nil, err
 	}
-	return &xmlgen.Server{Socket: dir + "/" + socketName, TLS: tls}, nil
+	sock := dir + "/" + socketName
+	if s.Reading {
+		s.Host.Prepare(ctx, sock) // its login overlaps the job's start; Reach takes it
+	}
+	return &xmlgen.Server{Socket: sock, TLS: tls}, nil
 }
 
 func (s Sockets) removeRemote(domain string, dead bool) {
 	ctx, cancel := context.WithTimeout(context.Background(), remoteWait)
 	defer cancel()
+	s.Host.DropPrepared()
 	_ = s.Host.RemoveSocketDir(ctx, domain, socketName, dead)
 }
 

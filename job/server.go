@@ -130,6 +130,10 @@ func prepareServer(ctx context.Context, sockets Sockets, domain string, disks []
 type Sockets struct {
 	Base string
 	Host *sshhost.Host // nil: libvirtd runs here
+	// Reading says the exports of the job begun with these Sockets are
+	// read at once, from here (a pull backup, not backup-begin): a
+	// forward from Host is then started as the job begins (remote.go).
+	Reading bool
 }
 
 // DefaultSockets is under /run when vbackup runs as root, else under

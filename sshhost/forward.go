@@ -27,8 +27,27 @@ type Forward struct {
 }
 
 // Forward starts forwarding a new local socket to the host's socket
-// remote. It returns once the local socket listens; Close ends it.
+// remote, or takes the one Prepare started. It returns once the local
+// socket listens; Close ends it.
 func (h *Host) Forward(ctx context.Context, remote string) (*Forward, error) {
+	if e := h.prepared(remote); e != nil {
+		select {
+		case <-e.ready:
+			return e.f, e.err
+		case <-ctx.Done():
+			go func() {
+				<-e.ready
+				if e.f != nil {
+					e.f.Close()
+				}
+			}()
+			return nil, context.Cause(ctx)
+		}
+	}
+	return h.startForward(ctx, remote)
+}
+
+func (h *Host) startForward(ctx context.Context, remote string) (*Forward, error) {
 	dir, err := os.MkdirTemp("", "vbackup-ssh-")
 	if err != nil {
 		return nil, fmt.Errorf("a folder for the forwarded socket: %w", err)

@@ -17,6 +17,7 @@ import (
 	"os"
 	"os/exec"
 	"strings"
+	"sync"
 )
 
 // Host is the hypervisor of a libvirt connection over SSH.
@@ -27,6 +28,9 @@ type Host struct {
 	User   string   // "" for ssh's own default
 	Port   string
 	URI    string // the connection URI, for messages
+
+	mu    sync.Mutex
+	early map[string]*early // forwards Prepare started, by remote socket
 }
 
 // FromURI reads the SSH access of a libvirt connection URI; ok is false
