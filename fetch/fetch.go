@@ -327,12 +327,23 @@ func openSource(ctx context.Context, uri string, contexts []string, n int) (*sou
 		}
 	}
 	s := &source{conns: []*nbd.Conn{first}}
-	if first.Export().Flags.CanMultiConn() {
-		for i := 1; i < n; i++ {
-			c, err := first.Clone(ctx)
-			if err != nil {
-				break // fewer connections is still correct
-			}
+	if !first.Export().Flags.CanMultiConn() || n <= 1 {
+		return s, nil
+	}
+	// At once: through an SSH forward each handshake is a few round
+	// trips (0.18 s for three, one after the other, on a loaded host).
+	more := make([]*nbd.Conn, n-1)
+	var wg sync.WaitGroup
+	for i := range more {
+		wg.Go(func() {
+			if c, err := first.Clone(ctx); err == nil {
+				more[i] = c
+			} // fewer connections is still correct
+		})
+	}
+	wg.Wait()
+	for _, c := range more {
+		if c != nil {
 			s.conns = append(s.conns, c)
 		}
 	}
