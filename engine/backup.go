@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"sync"
 	"time"
 
 	"vbackup/chain"
@@ -73,7 +74,8 @@ type Backup struct {
 	made        *madeCheckpoint // offline: the checkpoint made, before libvirt has it
 	// The disks whose images the fetch summed as it wrote them.
 	summed map[string]exportfetch.DiskResult
-	freeze job.Freeze // how the guest's filesystems are frozen while the job starts
+	freeze job.Freeze     // how the guest's filesystems are frozen while the job starts
+	tidy   sync.WaitGroup // what Run waits for before it returns (backup_copy.go)
 }
 
 // PrepareBackup takes the folder's lock (when the folder exists), checks
@@ -158,6 +160,7 @@ func (b *Backup) Run(ctx context.Context, printer progress.Printer, committing f
 	if b.req.DryRun {
 		return nil, errors.New("a dry run's backup is not run")
 	}
+	defer b.tidy.Wait()
 	if err := b.claimFolder(); err != nil {
 		return nil, err
 	}
