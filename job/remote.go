@@ -35,9 +35,9 @@ func (s Sockets) remoteServer(ctx context.Context, domain string, disks []virt.D
 }
 
 func (s Sockets) removeRemote(domain string, dead bool) {
+	s.Host.DropPrepared("/" + domain + "/" + socketName)
 	ctx, cancel := context.WithTimeout(context.Background(), remoteWait)
 	defer cancel()
-	s.Host.DropPrepared()
 	_ = s.Host.RemoveSocketDir(ctx, domain, socketName, dead)
 }
 

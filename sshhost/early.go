@@ -2,6 +2,7 @@ package sshhost
 
 import (
 	"context"
+	"strings"
 	"sync"
 )
 
@@ -48,12 +49,19 @@ func (h *Host) prepared(remote string) *early {
 	return e
 }
 
-// DropPrepared ends the forwards Prepare started that no Forward took
-// (a job that failed to begin, or ended before its exports were read).
-func (h *Host) DropPrepared() {
+// DropPrepared ends the forwards Prepare started that no Forward took,
+// of the host's sockets whose path ends in suffix (one domain's, as
+// "/DOMAIN/nbd.sock": the host is shared by the domains of a run, whose
+// jobs begin side by side).
+func (h *Host) DropPrepared(suffix string) {
 	h.mu.Lock()
-	left := h.early
-	h.early = nil
+	var left []*early
+	for remote, e := range h.early {
+		if strings.HasSuffix(remote, suffix) {
+			left = append(left, e)
+			delete(h.early, remote)
+		}
+	}
 	h.mu.Unlock()
 	var wg sync.WaitGroup
 	for _, e := range left {

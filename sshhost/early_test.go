@@ -69,19 +69,35 @@ func TestForwardTakesThePreparedOne(t *testing.T) {
 	}
 }
 
-// DropPrepared ends the forwards no Forward took, and their sockets go.
+// DropPrepared ends the forwards of one domain that no Forward took, and
+// their sockets go; another domain's, beginning beside it on the same
+// host, stays for its Forward.
 func TestDropPreparedEndsWhatWasNotTaken(t *testing.T) {
 	h, log := forwardingHost(t)
 	h.Prepare(context.Background(), "/run/vbackup/vm1/nbd.sock")
+	h.Prepare(context.Background(), "/run/vbackup/vm12/nbd.sock")
 	deadline := time.Now().Add(10 * time.Second)
-	for len(forwards(t, log)) == 0 && time.Now().Before(deadline) {
+	for len(forwards(t, log)) < 2 && time.Now().Before(deadline) {
 		time.Sleep(10 * time.Millisecond)
 	}
 	got := forwards(t, log)
-	if len(got) != 1 {
-		t.Fatalf("ssh forwarded %q, want one forward", got)
+	if len(got) != 2 {
+		t.Fatalf("ssh forwarded %q, want two forwards", got)
 	}
-	h.DropPrepared()
+	h.DropPrepared("/vm1/nbd.sock")
+	if e := h.prepared("/run/vbackup/vm12/nbd.sock"); e == nil {
+		t.Errorf("dropping vm1's forwards dropped vm12's too")
+	} else {
+		<-e.ready
+		if e.f != nil {
+			e.f.Close()
+		}
+	}
+	for _, g := range got {
+		if strings.Contains(g, "/vm1/") {
+			got = []string{g}
+		}
+	}
 	local, _, _ := strings.Cut(got[0], ":")
 	if _, err := os.Stat(local); !os.IsNotExist(err) {
 		t.Errorf("the dropped forward's socket %s: %v, want it gone", local, err)

@@ -33,7 +33,17 @@ func (h *Host) Forward(ctx context.Context, remote string) (*Forward, error) {
 	if e := h.prepared(remote); e != nil {
 		select {
 		case <-e.ready:
-			return e.f, e.err
+			if e.f == nil {
+				return nil, e.err
+			}
+			select {
+			case <-e.f.done:
+				// Its ssh ended before the job was read (the connection
+				// dropped): a forward of its own instead.
+				e.f.Close()
+			default:
+				return e.f, nil
+			}
 		case <-ctx.Done():
 			go func() {
 				<-e.ready
