@@ -1,9 +1,7 @@
 package commands
 
 import (
-	"bufio"
 	"context"
-	"encoding/json"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -40,34 +38,16 @@ func interruptPushHalfWay(t *testing.T, bed *testbed.Bed, dom, dir string) strin
 // process has ended with status code.
 func halfWay(t *testing.T, bed *testbed.Bed, dom, dir string, code int, what func(*exec.Cmd) error, flags ...string) string {
 	t.Helper()
-	cmd := exec.Command(vbackupBinary(t), append([]string{"-c", bed.URI(), "backup", dom, "--to", dir, "--json"}, flags...)...)
-	var stderr strings.Builder
-	cmd.Stderr = &stderr
-	stdout, err := cmd.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	sc := bufio.NewScanner(stdout)
+	r := startJSON(t, append([]string{"-c", bed.URI(), "backup", dom, "--to", dir, "--json"}, flags...)...)
+	stderr := &r.stderr
 	killed := false
-	for sc.Scan() {
-		var line struct {
-			Type        string
-			Done, Total uint64
+	if r.midway(0) {
+		if err := what(r.cmd); err != nil {
+			t.Fatal(err)
 		}
-		if json.Unmarshal(sc.Bytes(), &line) == nil && line.Type == "job" && line.Total > 0 && line.Done < line.Total {
-			if err := what(cmd); err != nil {
-				t.Fatal(err)
-			}
-			killed = true
-			break
-		}
+		killed = true
 	}
-	for sc.Scan() {
-	}
-	err = cmd.Wait()
+	err := r.wait()
 	if !killed {
 		t.Fatalf("the backup ended before it could be stopped half-way (%v):\n%s", err, stderr.String())
 	}

@@ -1,9 +1,7 @@
 package commands
 
 import (
-	"bufio"
 	"context"
-	"encoding/json"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -187,31 +185,10 @@ func TestRemoteShutOffKilled(t *testing.T) {
 
 	// --bwlimit: 384 MiB take some 6 s, so the kill lands half-way on a
 	// machine of any speed.
-	cmd := exec.Command(vbackupBinary(t), "-c", c, "backup", dom, "--to", dir, "--json", "--bwlimit", "64M")
-	var stderr strings.Builder
-	cmd.Stderr = &stderr
-	stdout, err := cmd.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	sc := bufio.NewScanner(stdout)
-	killed := false
-	for sc.Scan() {
-		var line struct {
-			Type        string
-			Done, Total uint64
-		}
-		if json.Unmarshal(sc.Bytes(), &line) == nil && line.Type == "job" && line.Total > 0 && line.Done < line.Total {
-			killed = cmd.Process.Signal(syscall.SIGKILL) == nil
-			break
-		}
-	}
-	for sc.Scan() {
-	}
-	err = cmd.Wait()
+	run := startJSON(t, "-c", c, "backup", dom, "--to", dir, "--json", "--bwlimit", "64M")
+	stderr := &run.stderr
+	killed := run.midway(0) && run.cmd.Process.Signal(syscall.SIGKILL) == nil
+	err := run.wait()
 	if !killed {
 		t.Fatalf("the backup ended before it could be killed half-way (%v):\n%s", err, stderr.String())
 	}
@@ -258,28 +235,10 @@ func TestRemoteShutOffStartRefused(t *testing.T) {
 	dir := filepath.Join(t.TempDir(), dom)
 	// --bwlimit: 256 MiB take some 8 s, time enough to try a start once
 	// data flows (qemu-nbd has the image open, and QEMU's lock, by then).
-	cmd := exec.Command(vbackupBinary(t), "-c", host.URI(), "backup", dom, "--to", dir, "--json", "--bwlimit", "32M")
-	var stderr strings.Builder
-	cmd.Stderr = &stderr
-	stdout, err := cmd.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	sc := bufio.NewScanner(stdout)
-	flowing := false
-	for !flowing && sc.Scan() {
-		var line struct {
-			Type        string
-			Done, Total uint64
-		}
-		flowing = json.Unmarshal(sc.Bytes(), &line) == nil && line.Type == "job" && line.Done > 0 && line.Done < line.Total
-	}
-	if !flowing {
-		_ = cmd.Wait()
-		t.Fatalf("the backup ended before data flowed:\n%s", stderr.String())
+	run := startJSON(t, "-c", host.URI(), "backup", dom, "--to", dir, "--json", "--bwlimit", "32M")
+	if !run.midway(0) {
+		_ = run.wait()
+		t.Fatalf("the backup ended before data flowed:\n%s", run.stderr.String())
 	}
 	out, err := remoteTry(host, "virsh -q -c qemu:///session start "+dom)
 	if err == nil {
@@ -287,10 +246,8 @@ func TestRemoteShutOffStartRefused(t *testing.T) {
 	} else if !strings.Contains(out, `Failed to get "write" lock`) {
 		t.Errorf("virsh start on the host while the backup reads the images: %v: %s; want QEMU's lock error", err, out)
 	}
-	for sc.Scan() {
-	}
-	if err := cmd.Wait(); err != nil {
-		t.Fatalf("the backup failed (%v):\n%s", err, stderr.String())
+	if err := run.wait(); err != nil {
+		t.Fatalf("the backup failed (%v):\n%s", err, run.stderr.String())
 	}
 	want := host.ImageSum(t, dom, "vda")
 	if got := restoreSums(t, dir, "", "vda"); got["vda"] != want {

@@ -1,7 +1,6 @@
 package commands
 
 import (
-	"bufio"
 	"context"
 	"encoding/json"
 	"errors"
@@ -49,36 +48,18 @@ func openOn(bed *testbed.Bed) OpenFunc {
 // returns the exit status and stderr once the process has ended.
 func midBackup(t *testing.T, bed *testbed.Bed, dom, dir string, fault func(), flags ...string) (int, string) {
 	t.Helper()
-	cmd := exec.Command(vbackupBinary(t), append([]string{"-c", bed.URI(), "backup", dom, "--to", dir, "--json"}, flags...)...)
-	var stderr strings.Builder
-	cmd.Stderr = &stderr
-	stdout, err := cmd.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	sc := bufio.NewScanner(stdout)
+	r := startJSON(t, append([]string{"-c", bed.URI(), "backup", dom, "--to", dir, "--json"}, flags...)...)
+	stderr := &r.stderr
 	faulted := false
-	for sc.Scan() {
-		var line struct {
-			Type        string
-			Done, Total uint64
+	if r.midway(0) {
+		// libvirt says the job still runs: else it is over already, and
+		// not the fault asked for.
+		if out, err := bed.TryVirsh("domjobinfo", dom); err == nil && strings.Contains(out, "Backup") {
+			fault()
+			faulted = true
 		}
-		if json.Unmarshal(sc.Bytes(), &line) != nil || line.Type != "job" || line.Total == 0 || line.Done >= line.Total {
-			continue
-		}
-		if out, err := bed.TryVirsh("domjobinfo", dom); err != nil || !strings.Contains(out, "Backup") {
-			break // the job is over already: not the fault asked for
-		}
-		fault()
-		faulted = true
-		break
 	}
-	for sc.Scan() {
-	}
-	err = cmd.Wait()
+	err := r.wait()
 	if !faulted {
 		t.Fatalf("the backup's job ended before the fault could land in it (%v):\n%s", err, stderr.String())
 	}
