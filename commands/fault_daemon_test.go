@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -48,6 +49,12 @@ func openOn(bed *testbed.Bed) OpenFunc {
 // returns the exit status and stderr once the process has ended.
 func midBackup(t *testing.T, bed *testbed.Bed, dom, dir string, fault func(), flags ...string) (int, string) {
 	t.Helper()
+	if !slices.Contains(flags, "--push") {
+		// A pull's fetch reads at 64 MiB/s at most: else, from the page
+		// cache, it could have read everything before the fault lands (a
+		// push is slowed by throttle).
+		flags = append(flags, "--bwlimit", "64M")
+	}
 	r := startJSON(t, append([]string{"-c", bed.URI(), "backup", dom, "--to", dir, "--json"}, flags...)...)
 	stderr := &r.stderr
 	faulted := false
