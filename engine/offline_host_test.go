@@ -6,6 +6,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -57,6 +58,8 @@ func TestRemoteImagesQemuImg(t *testing.T) {
 	}
 
 	holder := exec.Command("qemu-io", "-f", "qcow2", img)
+	said := &syncBuffer{}
+	holder.Stdout, holder.Stderr = said, said
 	stdin, err := holder.StdinPipe()
 	if err != nil {
 		t.Fatal(err)
@@ -65,14 +68,17 @@ func TestRemoteImagesQemuImg(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer func() { stdin.Close(); holder.Wait() }()
-	deadline := time.Now().Add(30 * time.Second)
-	for {
-		_, err = imageInfo(ctx, r, img, "qcow2")
-		if err != nil || time.Now().After(deadline) {
-			break
-		}
-		time.Sleep(20 * time.Millisecond)
+	// qemu-io holds the image once it answers a command; a reader probing
+	// before would take a shared lock that makes qemu-io's open fail.
+	if _, err := stdin.Write([]byte("length\n")); err != nil {
+		t.Fatal(err)
 	}
+	for deadline := time.Now().Add(2 * time.Minute); !strings.Contains(said.String(), "MiB"); time.Sleep(20 * time.Millisecond) {
+		if time.Now().After(deadline) || strings.Contains(said.String(), "lock") {
+			t.Fatalf("qemu-io did not open the image: %s", said.String())
+		}
+	}
+	_, err = imageInfo(ctx, r, img, "qcow2")
 	if err == nil || !strings.Contains(err.Error(), img+" on fakehost is open for writing by another process") {
 		t.Errorf("imageInfo of an image held for writing: %v", err)
 	}
@@ -159,4 +165,23 @@ func TestRemoteImagesPermissionDenied(t *testing.T) {
 	if err == nil || !strings.Contains(err.Error(), "by the SSH user (backup@fakehost)") || !strings.Contains(err.Error(), "qemu+ssh://root@fakehost/system") {
 		t.Errorf("imageInfo of an image the SSH user may not read: %v", err)
 	}
+}
+
+// syncBuffer is a strings.Builder that a process's output copier and the
+// test share.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  strings.Builder
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
 }

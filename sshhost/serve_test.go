@@ -116,6 +116,8 @@ func TestServeImageLocked(t *testing.T) {
 	needTools(t, "qemu-img", "qemu-nbd", "qemu-io")
 	img := image(t)
 	holder := exec.Command("qemu-io", "-f", "qcow2", img)
+	said := &lockedBuffer{}
+	holder.Stdout, holder.Stderr = said, said
 	stdin, err := holder.StdinPipe()
 	if err != nil {
 		t.Fatal(err)
@@ -123,11 +125,28 @@ func TestServeImageLocked(t *testing.T) {
 	if err := holder.Start(); err != nil {
 		t.Fatal(err)
 	}
-	defer func() { stdin.Close(); holder.Wait() }()
-	for deadline := time.Now().Add(30 * time.Second); exec.Command("qemu-img", "info", img).Run() == nil; time.Sleep(20 * time.Millisecond) {
-		if time.Now().After(deadline) {
-			t.Fatal("qemu-io did not take the image's lock")
+	exited := make(chan error, 1)
+	go func() { exited <- holder.Wait() }()
+	defer func() { stdin.Close(); <-exited }()
+	// Held once qemu-io answers a command: it has opened the image then.
+	// (A reader probing meanwhile would take a shared lock that makes
+	// qemu-io's open fail, as it did on a loaded machine.)
+	if _, err := stdin.Write([]byte("length\n")); err != nil {
+		t.Fatal(err)
+	}
+	for deadline := time.Now().Add(2 * time.Minute); !strings.Contains(said.String(), "MiB"); time.Sleep(20 * time.Millisecond) {
+		select {
+		case err := <-exited:
+			exited <- err
+			t.Fatalf("qemu-io exited (%v) before it held the image: %s", err, said.String())
+		default:
 		}
+		if time.Now().After(deadline) {
+			t.Fatalf("qemu-io did not open the image: %s", said.String())
+		}
+	}
+	if exec.Command("qemu-img", "info", img).Run() == nil {
+		t.Fatal("qemu-io holds the image, and qemu-img info still opened it")
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
