@@ -34,11 +34,8 @@ func fakeRemote(t *testing.T, path string) remoteImages {
 // qemu-img's arguments arrive as they were (a path that needs quoting),
 // and its two-line lock error is still told as a lock.
 func TestRemoteImagesQemuImg(t *testing.T) {
-	for _, c := range []string{"qemu-img", "qemu-io"} {
-		if _, err := exec.LookPath(c); err != nil {
-			t.Skipf("%s is missing", c)
-		}
-	}
+	lookTool(t, "qemu-img")
+	lookTool(t, "qemu-io")
 	ctx := context.Background()
 	r := fakeRemote(t, "")
 	dir := filepath.Join(t.TempDir(), "it's a $dir")
@@ -96,11 +93,7 @@ func TestRemoteImagesQemuImg(t *testing.T) {
 func TestRemoteImagesCheck(t *testing.T) {
 	bin := t.TempDir()
 	for _, c := range []string{"sh", "env"} {
-		p, err := exec.LookPath(c)
-		if err != nil {
-			t.Skipf("%s is missing", c)
-		}
-		if err := os.Symlink(p, filepath.Join(bin, c)); err != nil {
+		if err := os.Symlink(lookTool(t, c), filepath.Join(bin, c)); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -108,11 +101,7 @@ func TestRemoteImagesCheck(t *testing.T) {
 	if err == nil || !strings.Contains(err.Error(), "qemu-img and qemu-nbd are not installed on fakehost, which holds the images") {
 		t.Errorf("check on a host without qemu-img: %v", err)
 	}
-	qemuImg, err := exec.LookPath("qemu-img")
-	if err != nil {
-		t.Skip("qemu-img is missing")
-	}
-	if err := os.Symlink(qemuImg, filepath.Join(bin, "qemu-img")); err != nil {
+	if err := os.Symlink(lookTool(t, "qemu-img"), filepath.Join(bin, "qemu-img")); err != nil {
 		t.Fatal(err)
 	}
 	err = fakeRemote(t, bin).check(context.Background())
@@ -130,10 +119,7 @@ func TestRemoteImagesCheck(t *testing.T) {
 // daemon's, root's) is told who reads them and what would do.
 func TestRemoteImagesPermissionDenied(t *testing.T) {
 	if os.Getuid() != 0 {
-		if os.Getenv("CI") == "true" {
-			t.Fatal("needs root, to run qemu-img as another user")
-		}
-		t.Skip("needs root, to run qemu-img as another user")
+		unavailable(t, "needs root, to run qemu-img as another user")
 	}
 	r := fakeRemote(t, "")
 	// The fake ssh logs in as nobody.
@@ -184,4 +170,25 @@ func (s *syncBuffer) String() string {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.b.String()
+}
+
+// lookTool is the path of a program the test runs; without it the test
+// skips, or fails when CI=true (make test installs every one).
+func lookTool(t *testing.T, name string) string {
+	t.Helper()
+	p, err := exec.LookPath(name)
+	if err != nil {
+		unavailable(t, name+" is missing (scripts/install-deps.sh installs it)")
+	}
+	return p
+}
+
+// unavailable skips t for why, or fails it when CI=true: CI never skips.
+// (engine's tests build without cgo, so without internal/testbed.)
+func unavailable(t *testing.T, why string) {
+	t.Helper()
+	if os.Getenv("CI") == "true" {
+		t.Fatalf("%s (CI=true forbids skipping)", why)
+	}
+	t.Skip(why)
 }
