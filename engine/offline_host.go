@@ -162,24 +162,14 @@ func (s *remoteServer) Close() error {
 func (s *remoteServer) await(ctx context.Context) error {
 	ctx, cancel := context.WithTimeout(ctx, remoteStartWait)
 	defer cancel()
-	tick := time.NewTicker(50 * time.Millisecond)
-	defer tick.Stop()
-	for {
-		hctx, hcancel := context.WithTimeout(ctx, 5*time.Second)
-		_, err := nbd.Info(hctx, s.URI(), nbd.Options{})
-		hcancel()
-		if err == nil {
-			return nil
-		}
-		select {
-		case <-s.served.Done():
-			return s.served.Err()
-		case <-ctx.Done():
-			if errors.Is(ctx.Err(), context.DeadlineExceeded) {
-				return fmt.Errorf("qemu-nbd is not serving after %v (%v): %s", remoteStartWait, err, strings.TrimSpace(s.served.Said()))
-			}
-			return ctx.Err()
-		case <-tick.C:
-		}
+	err := nbd.AwaitServing(ctx, s.URI(), 50*time.Millisecond, s.served.Done())
+	switch {
+	case errors.Is(err, nbd.ErrServerGone):
+		return s.served.Err()
+	case errors.Is(err, context.DeadlineExceeded):
+		return fmt.Errorf("qemu-nbd is not serving after %v (%v): %s", remoteStartWait, err, strings.TrimSpace(s.served.Said()))
+	case err != nil && ctx.Err() != nil:
+		return ctx.Err() // cancelled: the caller says why
 	}
+	return err
 }

@@ -153,28 +153,16 @@ func start(ctx context.Context, abs, format, bitmap, dir, sock, aio string) (*Se
 func (s *Server) awaitListening(ctx context.Context) error {
 	ctx, cancel := context.WithTimeout(ctx, startTimeout)
 	defer cancel()
-	tick := time.NewTicker(10 * time.Millisecond)
-	defer tick.Stop()
-	for {
-		// When qemu-nbd exits, the kernel resets connections it had not
-		// accepted yet, so the handshake fails at once.
-		hctx, hcancel := context.WithTimeout(ctx, 5*time.Second)
-		_, err := nbd.Info(hctx, s.URI(), nbd.Options{})
-		hcancel()
-		if err == nil {
-			return nil
-		}
-		select {
-		case <-s.exited:
-			return fmt.Errorf("qemu-nbd exited (%v): %s", s.waitErr, s.stderr.text())
-		case <-ctx.Done():
-			if errors.Is(ctx.Err(), context.DeadlineExceeded) {
-				return fmt.Errorf("qemu-nbd is not serving on %s after %v (%v): %s", s.sock, startTimeout, err, s.stderr.text())
-			}
-			return ctx.Err()
-		case <-tick.C:
-		}
+	err := nbd.AwaitServing(ctx, s.URI(), 10*time.Millisecond, s.exited)
+	switch {
+	case errors.Is(err, nbd.ErrServerGone):
+		return fmt.Errorf("qemu-nbd exited (%v): %s", s.waitErr, s.stderr.text())
+	case errors.Is(err, context.DeadlineExceeded):
+		return fmt.Errorf("qemu-nbd is not serving on %s after %v (%v): %s", s.sock, startTimeout, err, s.stderr.text())
+	case err != nil && ctx.Err() != nil:
+		return ctx.Err() // cancelled: the caller says why
 	}
+	return err
 }
 
 // URI is the NBD URI of the export, for nbd.Dial.
