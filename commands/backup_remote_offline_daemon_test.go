@@ -236,7 +236,7 @@ func TestRemoteShutOffStartRefused(t *testing.T) {
 	// --bwlimit: 256 MiB take some 8 s, time enough to try a start once
 	// data flows (qemu-nbd has the image open, and QEMU's lock, by then).
 	run := startJSON(t, "-c", host.URI(), "backup", dom, "--to", dir, "--json", "--bwlimit", "32M")
-	if !run.midway(0) {
+	if !run.midway(1) {
 		_ = run.wait()
 		t.Fatalf("the backup ended before data flowed:\n%s", run.stderr.String())
 	}

@@ -32,7 +32,7 @@ func startJSON(t *testing.T, args ...string) *jsonRun {
 	return r
 }
 
-// midway reads progress until a job line reports more than least bytes
+// midway reads progress until a job line reports at least least bytes
 // and not all of them copied; false when the output ended first.
 func (r *jsonRun) midway(least uint64) bool {
 	for r.sc.Scan() {
@@ -40,7 +40,7 @@ func (r *jsonRun) midway(least uint64) bool {
 			Type        string
 			Done, Total uint64
 		}
-		if json.Unmarshal(r.sc.Bytes(), &line) == nil && line.Type == "job" && line.Total > 0 && line.Done > least && line.Done < line.Total {
+		if json.Unmarshal(r.sc.Bytes(), &line) == nil && line.Type == "job" && line.Total > 0 && line.Done >= least && line.Done < line.Total {
 			return true
 		}
 	}
